@@ -1,0 +1,328 @@
+"""Shared plumbing of the growing estimators: validation, seeding, the skorch net, fit.
+
+The public estimators (``_mlp.py``) only say which network to build. Everything here is
+scikit-learn glue around the growth engine in ``growth/``.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNetClassifier
+
+from .growth import EVENT_COLUMNS, STRATEGIES, GrowthCallback, make_strategy
+
+#: Optimizer name -> torch optimizer class.
+OPTIMIZERS = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
+
+# Attributes that only a successful fit sets; a failed fit removes all of them.
+_FITTED_ATTRIBUTES = (
+    "net_",
+    "classes_",
+    "n_features_in_",
+    "feature_names_in_",
+    "hidden_layer_sizes_",
+    "growth_history_",
+    "loss_curve_",
+    "n_iter_",
+    "_seed",
+)
+
+
+class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
+    """Base class of growing classifiers; subclasses define ``_module_spec``."""
+
+    _parameter_constraints = {
+        "strategy": [StrOptions(set(STRATEGIES))],
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "max_hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+            None,
+        ],
+        "gamma": [Interval(Real, 0, 1, closed="right"), None],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_candidates": [Interval(Integral, 1, None, closed="left")],
+        "trigger_interval": [Interval(Integral, 1, None, closed="left")],
+        "buffer_size": [Interval(Integral, 2, None, closed="left"), None],
+        "optimizer": [StrOptions(set(OPTIMIZERS)), type],
+        "optimizer_params": [dict, None],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "callbacks": [list, None],
+        "device": [str, torch.device],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    # -- public API ---------------------------------------------------------------------
+
+    def fit(self, X, y):
+        """Train the network, growing it as the strategy decides.
+
+        With ``warm_start=True`` and a fitted estimator, training (and growth) continues
+        on the grown network for ``max_epochs`` more epochs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+
+        Returns
+        -------
+        self : object
+        """
+        self._validate_params()
+        if self.warm_start and hasattr(self, "net_"):
+            return self._guarded(self._continue, X, y, self.max_epochs)
+        return self._guarded(self._fit_new, X, y, self.max_epochs, None)
+
+    def partial_fit(self, X, y, classes=None):
+        """Train (and grow) for one epoch on ``X, y``, continuing from the current network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), default=None
+            All classes that can appear in ``y``. Required on the first call.
+
+        Returns
+        -------
+        self : object
+        """
+        if not hasattr(self, "net_"):
+            self._validate_params()
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            return self._guarded(self._fit_new, X, y, 1, classes)
+        return self._guarded(self._continue, X, y, 1)
+
+    def predict_proba(self, X):
+        """Class probabilities, columns ordered as ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        proba = self.net_.predict_proba(X)
+        return proba.astype(np.float64, copy=False)
+
+    def predict(self, X):
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    @property
+    def module_(self):
+        """The trained (grown) ``torch.nn.Module``."""
+        check_is_fitted(self)
+        return self.net_.module_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    # -- fitting ------------------------------------------------------------------------
+
+    def _guarded(self, method, *args):
+        # A fit that raises (or is interrupted) must not leave a fitted-looking estimator.
+        try:
+            return method(*args)
+        except BaseException:
+            for name in _FITTED_ATTRIBUTES:
+                self.__dict__.pop(name, None)
+            raise
+
+    def _fit_new(self, X, y, epochs, classes):
+        for name in _FITTED_ATTRIBUTES:
+            self.__dict__.pop(name, None)
+        X, y = self._validate_Xy(X, y, reset=True)
+        encoder = LabelEncoder().fit(y if classes is None else np.asarray(classes))
+        if len(encoder.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in the data, "
+                f"but the data contains only one class: {encoder.classes_[0]!r}."
+            )
+        if classes is not None and not np.isin(y, encoder.classes_).all():
+            raise ValueError(
+                f"y contains labels not in classes: {np.setdiff1d(y, encoder.classes_)}."
+            )
+        initial, maximum = self._widths()
+        self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        trigger, initializer = make_strategy(
+            self.strategy, gamma=self.gamma, epsilon=self.epsilon, n_candidates=self.n_candidates
+        )
+        growth = GrowthCallback(
+            trigger,
+            initializer,
+            trigger_interval=self.trigger_interval,
+            buffer_size=self.buffer_size,
+            random_state=self._seed,
+        )
+        module, module_kwargs = self._module_spec(X, len(encoder.classes_), initial, maximum)
+        optimizer = (
+            OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else (self.optimizer)
+        )
+        optimizer_kwargs = {f"optimizer__{k}": v for k, v in (self.optimizer_params or {}).items()}
+        module_kwargs = {f"module__{k}": v for k, v in module_kwargs.items()}
+        net = NeuralNetClassifier(
+            module,
+            criterion=torch.nn.CrossEntropyLoss,
+            optimizer=optimizer,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            max_epochs=epochs,
+            train_split=None,
+            iterator_train__shuffle=True,
+            callbacks=[("growth", growth), *(self.callbacks or [])],
+            classes=list(range(len(encoder.classes_))),
+            device=self.device,
+            verbose=int(self.verbose),
+            **module_kwargs,
+            **optimizer_kwargs,
+        )
+        with self._seeded(0):
+            net.initialize()
+            self._train(net, X, encoder.transform(y), epochs)
+        self.classes_ = encoder.classes_
+        self.net_ = net
+        self._set_fitted_attributes()
+        return self
+
+    def _continue(self, X, y, epochs):
+        X, y = self._validate_Xy(X, y, reset=False)
+        unknown = np.setdiff1d(y, self.classes_)
+        if unknown.size:
+            raise ValueError(
+                f"y contains labels {unknown} that were not seen in the first fit "
+                f"(classes_ = {self.classes_})."
+            )
+        y_enc = np.searchsorted(self.classes_, y)
+        with self._seeded(self.n_iter_):
+            self._train(self.net_, X, y_enc, epochs)
+        self._set_fitted_attributes()
+        return self
+
+    def _train(self, net, X, y, epochs):
+        # skorch's own partial_fit swallows KeyboardInterrupt and returns a half-trained
+        # net; running its loop directly lets an interrupt propagate (and be cleaned up).
+        net.notify("on_train_begin", X=X, y=y)
+        net.fit_loop(X, y, epochs=epochs)
+        net.notify("on_train_end", X=X, y=y)
+
+    def _seeded(self, offset):
+        return _TorchSeed(self._seed + offset, self.device)
+
+    def _set_fitted_attributes(self):
+        growth = dict(self.net_.callbacks_)["growth"]
+        module = self.net_.module_
+        self.hidden_layer_sizes_ = tuple(site.width for site in module.growth_sites())
+        self.growth_history_ = pd.DataFrame(growth.events_, columns=list(EVENT_COLUMNS))
+        self.growth_history_ = self.growth_history_.astype(
+            {
+                "step": "int64",
+                "epoch": "int64",
+                "layer": "int64",
+                "n_added": "int64",
+                "width": "int64",
+                "metric": "float64",
+                "threshold": "float64",
+            }
+        )
+        self.loss_curve_ = [float(v) for v in self.net_.history[:, "train_loss"]]
+        self.n_iter_ = len(self.net_.history)
+
+    # -- validation ---------------------------------------------------------------------
+
+    def _validate_X(self, X, reset):
+        return validate_data(self, X, reset=reset, dtype=np.float32)
+
+    def _validate_Xy(self, X, y, reset):
+        X, y = validate_data(self, X, y, reset=reset, dtype=np.float32)
+        check_classification_targets(y)
+        return X, y
+
+    def _widths(self):
+        initial = _as_widths(self.hidden_layer_sizes, "hidden_layer_sizes")
+        if self.max_hidden_layer_sizes is None:
+            maximum = tuple(10 * w for w in initial)
+        elif np.ndim(self.max_hidden_layer_sizes) == 0:
+            maximum = (int(self.max_hidden_layer_sizes),) * len(initial)
+        else:
+            maximum = _as_widths(self.max_hidden_layer_sizes, "max_hidden_layer_sizes")
+        if len(maximum) != len(initial):
+            raise ValueError(
+                f"max_hidden_layer_sizes has {len(maximum)} entries but hidden_layer_sizes "
+                f"has {len(initial)}."
+            )
+        below = [(i, m, w) for i, (m, w) in enumerate(zip(maximum, initial)) if m < w]
+        if below:
+            i, m, w = below[0]
+            raise ValueError(
+                f"max_hidden_layer_sizes must be >= hidden_layer_sizes for every layer; "
+                f"layer {i} has maximum {m} below its initial width {w}."
+            )
+        return initial, maximum
+
+
+def _as_widths(value, name):
+    widths = (value,) if np.ndim(value) == 0 else tuple(value)
+    if not widths or not all(
+        isinstance(w, Integral | np.integer) and not isinstance(w, bool) and w >= 1 for w in widths
+    ):
+        raise ValueError(
+            f"{name} must be a positive int or a sequence of positive ints, got {value!r}."
+        )
+    return tuple(int(w) for w in widths)
+
+
+class _TorchSeed:
+    """Seed torch's global generators for a block and restore them afterwards.
+
+    skorch draws from the global generators (module init, DataLoader shuffling); forking
+    them keeps a fit reproducible from ``random_state`` without touching the user's state.
+    """
+
+    def __init__(self, seed, device):
+        self.seed = int(seed) % (2**63)
+        is_cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
+        self.devices = [torch.device(device).index or 0] if is_cuda else []
+
+    def __enter__(self):
+        self._fork = torch.random.fork_rng(devices=self.devices)
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+        return self
+
+    def __exit__(self, *exc):
+        return self._fork.__exit__(*exc)

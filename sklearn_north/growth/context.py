@@ -1,0 +1,108 @@
+"""What triggers and initializers look at: the sample buffer and per-step statistics.
+
+Statistics are gathered once per growth evaluation and shared by all sites, so no layer's
+forward pass runs twice for the same samples. After a site grows, the cache is dropped:
+later sites read a larger input, and the grown site has new neurons.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+
+class SampleBuffer:
+    """FIFO of the most recent training inputs (SPEC section 2).
+
+    The activation metric is computed on these samples with the current weights. Its
+    capacity must exceed the layer widths (``n > M``), by default twice the largest
+    maximum width, as in the paper's reference code.
+    """
+
+    def __init__(self, capacity):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}.")
+        self.capacity = int(capacity)
+        self.data = None
+        self.size = 0
+        self._next = 0
+
+    def __len__(self):
+        return self.size
+
+    def extend(self, X):
+        """Push the rows of ``X``, overwriting the oldest ones when full."""
+        X = X.detach().reshape(X.shape[0], -1) if X.ndim == 1 else X.detach()
+        if self.data is None:
+            self.data = X.new_empty((self.capacity, *X.shape[1:]))
+        X = X.to(device=self.data.device, dtype=self.data.dtype)
+        if X.shape[0] >= self.capacity:
+            self.data.copy_(X[-self.capacity :])
+            self.size, self._next = self.capacity, 0
+            return
+        end = self._next + X.shape[0]
+        if end <= self.capacity:
+            self.data[self._next : end] = X
+        else:
+            split = self.capacity - self._next
+            self.data[self._next :] = X[:split]
+            self.data[: end - self.capacity] = X[split:]
+        self._next = end % self.capacity
+        self.size = min(self.size + X.shape[0], self.capacity)
+
+    def samples(self):
+        """The buffered samples (row order is irrelevant to every statistic)."""
+        if self.data is None:
+            raise RuntimeError("The sample buffer is empty.")
+        return self.data[: self.size]
+
+    def to(self, device):
+        if self.data is not None:
+            self.data = self.data.to(device)
+        return self
+
+
+@dataclass
+class SiteActivations:
+    """Activations of one site on the buffer, sample-major.
+
+    ``inputs``: the producer's input (n, fan_in); ``pre``: pre-activations (n, M);
+    ``post``: post-activations (n, M), what the activation metric measures.
+    """
+
+    inputs: torch.Tensor
+    pre: torch.Tensor
+    post: torch.Tensor
+
+
+class GrowthContext:
+    """Lazily computed statistics for one growth evaluation.
+
+    Parameters
+    ----------
+    module : nn.Module
+        A growable network: ``growth_sites()`` and ``site_activations(X)``.
+    samples : torch.Tensor or None
+        The sample buffer's contents, on the module's device.
+    epsilon : float
+        The effective-dimension threshold, shared by the metric and by initializers that
+        need a numerical rank.
+    """
+
+    def __init__(self, module, samples=None, epsilon=0.01):
+        self.module = module
+        self.samples = samples
+        self.epsilon = epsilon
+        self._activations = None
+
+    def activations(self, index):
+        """``SiteActivations`` of site ``index`` with the current weights."""
+        if self._activations is None:
+            if self.samples is None:
+                raise RuntimeError("This growth evaluation has no samples.")
+            with torch.no_grad():
+                self._activations = self.module.site_activations(self.samples)
+        return self._activations[index]
+
+    def invalidate(self):
+        """Forget cached statistics (call after the network changed)."""
+        self._activations = None

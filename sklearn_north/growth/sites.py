@@ -1,0 +1,157 @@
+"""Growth sites and the tensor surgery that adds neurons (SPEC sections 1 and 5).
+
+A *growth site* is one growable hidden layer: the module that produces its neurons (a
+``Linear`` or ``Conv2d``, whose fan-in rows are the neurons), the modules that consume its
+output (whose input columns are the neurons' fan-out), and any normalisation layers in
+between. ``add_neurons`` appends ``k`` neurons to a site in place.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .optim import grow_parameter
+
+
+@dataclass
+class Consumer:
+    """A module that reads a site's output.
+
+    ``spatial`` is the number of input columns one neuron owns: 1 for a dense or conv
+    consumer, ``H' * W'`` where a conv site is flattened into a dense layer.
+    """
+
+    module: nn.Module
+    spatial: int = 1
+
+
+@dataclass
+class GrowthSite:
+    """One growable hidden layer.
+
+    Parameters
+    ----------
+    name : str
+    producer : nn.Linear or nn.Conv2d
+        Its weight rows (output channels) are the site's neurons.
+    consumers : list of Consumer
+    activation : callable
+        Maps the producer's pre-activations to the site's post-activations (used to score
+        candidate neurons on the sample buffer).
+    norms : list of nn.Module
+        Normalisation layers (BatchNorm) over the site's neurons.
+    max_width : int or None
+        The width the site may not grow past.
+    """
+
+    name: str
+    producer: nn.Module
+    consumers: list
+    activation: Callable
+    norms: list = field(default_factory=list)
+    max_width: int | None = None
+
+    @property
+    def width(self):
+        """Current number of neurons (output channels)."""
+        return self.producer.weight.shape[0]
+
+    @property
+    def fan_in_shape(self):
+        """Shape of one neuron's fan-in weights."""
+        return tuple(self.producer.weight.shape[1:])
+
+    @property
+    def room(self):
+        """Neurons that may still be added before ``max_width``."""
+        return float("inf") if self.max_width is None else max(self.max_width - self.width, 0)
+
+    def fan_out_shape(self, consumer, k):
+        """Shape of the fan-out block that ``k`` new neurons add to ``consumer``."""
+        w = consumer.module.weight
+        return (w.shape[0], k * consumer.spatial, *w.shape[2:])
+
+
+@dataclass
+class NewNeurons:
+    """Weights of ``k`` neurons about to be added to a site.
+
+    ``fan_out`` holds one block per consumer, shaped like ``GrowthSite.fan_out_shape``;
+    ``None`` means all-zero fan-out (function-preserving growth).
+    """
+
+    fan_in: torch.Tensor
+    bias: torch.Tensor | None = None
+    fan_out: list | None = None
+
+    @property
+    def k(self):
+        return self.fan_in.shape[0]
+
+
+def add_neurons(site, new, optimizer=None, second_moment="mean"):
+    """Append ``new.k`` neurons to ``site`` in place.
+
+    Appends fan-in rows (and biases) to the producer, fan-out columns to every consumer and
+    identity entries to every norm layer, updates the modules' size attributes, and pads the
+    optimizer state of every touched parameter (see ``optim.grow_parameter``).
+
+    With zero fan-out (``new.fan_out is None``) the network's output is unchanged.
+    """
+    k = new.k
+    if k == 0:
+        return
+    producer = site.producer
+    if tuple(new.fan_in.shape[1:]) != site.fan_in_shape:
+        raise ValueError(
+            f"fan_in has shape {tuple(new.fan_in.shape)}, expected (k, *{site.fan_in_shape})."
+        )
+
+    def grow(module, name, dim, values):
+        grow_parameter(module, name, dim, values, optimizer, second_moment)
+
+    grow(producer, "weight", 0, new.fan_in)
+    if producer.bias is not None:
+        bias = new.bias if new.bias is not None else producer.bias.new_zeros(k)
+        grow(producer, "bias", 0, bias.reshape(k))
+    _set_size(producer, out=site.width)
+
+    fan_out = new.fan_out if new.fan_out is not None else [None] * len(site.consumers)
+    if len(fan_out) != len(site.consumers):
+        raise ValueError(f"Expected {len(site.consumers)} fan-out blocks, got {len(fan_out)}.")
+    for consumer, block in zip(site.consumers, fan_out):
+        shape = site.fan_out_shape(consumer, k)
+        weight = consumer.module.weight
+        block = weight.new_zeros(shape) if block is None else block.reshape(shape)
+        grow(consumer.module, "weight", 1, block)
+        _set_size(consumer.module, inp=consumer.module.weight.shape[1])
+
+    for norm in site.norms:
+        _grow_norm(norm, k, optimizer, second_moment)
+
+
+def _grow_norm(norm, k, optimizer, second_moment):
+    # Identity entries: weight 1, bias 0, running statistics of a standard normal.
+    if norm.weight is not None:
+        grow_parameter(norm, "weight", 0, norm.weight.new_ones(k), optimizer, second_moment)
+        grow_parameter(norm, "bias", 0, norm.bias.new_zeros(k), optimizer, second_moment)
+    if getattr(norm, "running_mean", None) is not None:
+        norm.running_mean = torch.cat([norm.running_mean, norm.running_mean.new_zeros(k)])
+        norm.running_var = torch.cat([norm.running_var, norm.running_var.new_ones(k)])
+    norm.num_features += k
+
+
+def _set_size(module, out=None, inp=None):
+    # Keep the modules' size attributes (used by repr and by shape checks) truthful.
+    if isinstance(module, nn.Linear):
+        if out is not None:
+            module.out_features = out
+        if inp is not None:
+            module.in_features = inp
+    elif isinstance(module, nn.modules.conv._ConvNd):
+        if out is not None:
+            module.out_channels = out
+        if inp is not None:
+            module.in_channels = inp
