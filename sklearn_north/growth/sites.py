@@ -109,6 +109,10 @@ def add_neurons(site, new, optimizer=None, second_moment="mean"):
             f"fan_in has shape {tuple(new.fan_in.shape)}, expected (k, *{site.fan_in_shape})."
         )
 
+    fan_out = new.fan_out if new.fan_out is not None else [None] * len(site.consumers)
+    if len(fan_out) != len(site.consumers):
+        raise ValueError(f"Expected {len(site.consumers)} fan-out blocks, got {len(fan_out)}.")
+
     def grow(module, name, dim, values):
         grow_parameter(module, name, dim, values, optimizer, second_moment)
 
@@ -118,9 +122,6 @@ def add_neurons(site, new, optimizer=None, second_moment="mean"):
         grow(producer, "bias", 0, bias.reshape(k))
     _set_size(producer, out=site.width)
 
-    fan_out = new.fan_out if new.fan_out is not None else [None] * len(site.consumers)
-    if len(fan_out) != len(site.consumers):
-        raise ValueError(f"Expected {len(site.consumers)} fan-out blocks, got {len(fan_out)}.")
     for consumer, block in zip(site.consumers, fan_out):
         shape = site.fan_out_shape(consumer, k)
         weight = consumer.module.weight

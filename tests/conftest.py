@@ -1,0 +1,41 @@
+"""Small shared fixtures for the growth-engine tests."""
+
+import pytest
+import torch
+
+from sklearn_north.nn import GrowableMLP
+
+
+@pytest.fixture
+def make_mlp():
+    """Factory of seeded ``GrowableMLP`` networks (float32, CPU)."""
+
+    def make(n_features=6, hidden=(5, 4), n_outputs=3, activation="relu", seed=0, **kwargs):
+        torch.manual_seed(seed)
+        return GrowableMLP(n_features, hidden, n_outputs, activation=activation, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def inputs():
+    """Factory of seeded standard-normal input matrices."""
+
+    def make(n_samples=64, n_features=6, seed=1):
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(n_samples, n_features, generator=generator)
+
+    return make
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one intra-op thread (restored afterwards).
+
+    The tests use tiny tensors: a second thread only adds synchronisation overhead, which
+    is severe on a loaded 2-core machine.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

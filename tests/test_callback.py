@@ -1,0 +1,278 @@
+"""The skorch callback that runs Algorithm 1, and its sample buffer (SPEC sections 1-2)."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from skorch import NeuralNetClassifier
+from torch import nn
+
+from sklearn_north.growth import (
+    EVENT_COLUMNS,
+    ActivationTrigger,
+    GrowthCallback,
+    Never,
+    RandomInit,
+    SampleBuffer,
+    SelectInit,
+    Trigger,
+    TriggerDecision,
+)
+from sklearn_north.nn import GrowableMLP
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+N_SAMPLES, N_FEATURES, BATCH = 96, 6, 16
+STEPS_PER_EPOCH = N_SAMPLES // BATCH
+
+
+class FixedTrigger(Trigger):
+    """Asks for ``n`` neurons at every evaluation and counts its evaluations."""
+
+    def __init__(self, n=2):
+        self.n = n
+
+    def reset(self):
+        super().reset()
+        self.calls_ = []
+        return self
+
+    def __call__(self, index, site, context):
+        self.calls_.append((index, site.width))
+        return TriggerDecision(self.n, metric=0.5, threshold=0.25)
+
+
+@pytest.fixture
+def data():
+    g = np.random.default_rng(0)
+    X = g.normal(size=(N_SAMPLES, N_FEATURES)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    return X, y
+
+
+def make_net(callback, hidden=(3, 3), max_hidden=(6, 5), max_epochs=2, **kwargs):
+    torch.manual_seed(0)
+    return NeuralNetClassifier(
+        GrowableMLP,
+        module__n_features=N_FEATURES,
+        module__hidden_layer_sizes=hidden,
+        module__n_outputs=2,
+        module__max_hidden_layer_sizes=max_hidden,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.Adam,
+        lr=0.01,
+        batch_size=BATCH,
+        max_epochs=max_epochs,
+        train_split=None,
+        iterator_train__shuffle=False,
+        callbacks=[("growth", callback)],
+        verbose=0,
+        **kwargs,
+    )
+
+
+def growth_of(net):
+    return dict(net.callbacks_)["growth"]
+
+
+def test_events_and_cap(data):
+    X, y = data
+    net = make_net(GrowthCallback(FixedTrigger(n=2), RandomInit(), random_state=0))
+    net.fit(X, y)
+    cb = growth_of(net)
+    module = net.module_
+
+    assert module.hidden_layer_sizes == (6, 5)  # grown to the cap, not past it
+    assert cb.events_
+    widths = {0: 3, 1: 3}
+    caps = {0: 6, 1: 5}
+    for event in cb.events_:
+        assert tuple(event) == EVENT_COLUMNS
+        layer = event["layer"]
+        assert event["n_added"] == min(2, caps[layer] - widths[layer])  # min(T, room)
+        widths[layer] += event["n_added"]
+        assert event["width"] == widths[layer] <= caps[layer]
+        assert event["metric"] == 0.5 and event["threshold"] == 0.25
+        assert 1 <= event["step"] <= 2 * STEPS_PER_EPOCH
+        assert event["epoch"] in (1, 2)
+    # 3 -> 5 -> 6 and 3 -> 5: the last event of the first layer is capped at 1.
+    assert [e["n_added"] for e in cb.events_ if e["layer"] == 0] == [2, 1]
+    assert [e["n_added"] for e in cb.events_ if e["layer"] == 1] == [2]
+    # The trigger keeps being evaluated at the cap; nothing more is added.
+    assert len(cb.trigger_.calls_) == 2 * 2 * STEPS_PER_EPOCH
+    assert net.history[-1, "widths"] == "6-5"
+    # The optimizer trains exactly the module's current parameters.
+    optimized = [p for g in net.optimizer_.param_groups for p in g["params"]]
+    assert {id(p) for p in optimized} == {id(p) for p in module.parameters()}
+    assert len(optimized) == len(list(module.parameters()))
+    assert net.predict_proba(X).shape == (N_SAMPLES, 2)
+
+
+def test_activation_trigger_never_grows_past_max_width(data):
+    X, y = data
+    # gamma = 0: the trigger asks for as many neurons as the layer's rank, every step.
+    callback = GrowthCallback(
+        ActivationTrigger(gamma=0.0), SelectInit(n_candidates=20), random_state=0
+    )
+    net = make_net(callback, hidden=(2, 2), max_hidden=(7, 4), max_epochs=1)
+    net.fit(X, y)
+    cb = growth_of(net)
+    assert net.module_.hidden_layer_sizes == (7, 4)
+    assert all(e["width"] <= (7, 4)[e["layer"]] for e in cb.events_)
+    assert sum(e["n_added"] for e in cb.events_) == (7 - 2) + (4 - 2)
+    for e in cb.events_:
+        assert e["n_added"] > 0
+        assert e["threshold"] == 0.0
+        assert 0 < e["metric"] <= 1
+
+
+@pytest.mark.parametrize("interval", [1, 3, 5, 12, 13])
+def test_trigger_interval(data, interval):
+    X, y = data
+    callback = GrowthCallback(
+        FixedTrigger(n=1), RandomInit(), trigger_interval=interval, random_state=0
+    )
+    net = make_net(callback, max_hidden=(None, None))
+    net.fit(X, y)
+    cb = growth_of(net)
+    n_steps = 2 * STEPS_PER_EPOCH
+    assert cb.step_ == n_steps
+    n_evaluations = n_steps // interval
+    assert len(cb.trigger_.calls_) == 2 * n_evaluations  # two sites per evaluation
+    assert [index for index, _ in cb.trigger_.calls_] == [0, 1] * n_evaluations
+    assert [e["step"] for e in cb.events_ if e["layer"] == 0] == [
+        interval * (i + 1) for i in range(n_evaluations)
+    ]
+    assert net.module_.hidden_layer_sizes == (3 + n_evaluations, 3 + n_evaluations)
+
+
+def test_buffer_holds_the_most_recent_inputs(data):
+    X, y = data
+    # A trigger that never fires, but needs the sample buffer.
+    callback = GrowthCallback(ActivationTrigger(gamma=2.0), RandomInit(), buffer_size=24)
+    net = make_net(callback, max_epochs=1)
+    net.fit(X, y)
+    cb = growth_of(net)
+    assert cb.events_ == []
+    assert net.module_.hidden_layer_sizes == (3, 3)
+    samples = cb.buffer_.samples().numpy()
+    assert samples.shape == (24, N_FEATURES)
+    assert sorted(map(tuple, samples)) == sorted(map(tuple, X[-24:]))
+
+
+def test_default_buffer_size_and_first_buffer(data):
+    X, y = data
+    callback = GrowthCallback(ActivationTrigger(gamma=2.0), RandomInit(), random_state=0)
+    net = make_net(callback, max_hidden=(6, 10), max_epochs=1)
+    net.initialize()
+    cb = growth_of(net)
+    cb.on_train_begin(net, X=X, y=y)
+    # Twice the largest maximum width, sampled from the training data.
+    assert cb.buffer_.capacity == 20
+    first = cb.buffer_.samples().numpy()
+    assert len(first) == 20
+    rows = {tuple(r) for r in X}
+    assert all(tuple(r) in rows for r in first)
+    assert len({tuple(r) for r in first}) == 20  # without replacement
+    # Baselines measured on that first buffer.
+    assert set(cb.trigger_.baselines_) == {0, 1}
+
+
+def test_static_network_does_nothing(data):
+    X, y = data
+    net = make_net(GrowthCallback(Never()))
+    net.fit(X, y)
+    cb = growth_of(net)
+    assert cb.events_ == [] and cb.buffer_ is None
+    assert net.module_.hidden_layer_sizes == (3, 3)
+
+
+def test_growing_trigger_needs_an_initializer():
+    with pytest.raises(ValueError, match="initializer"):
+        GrowthCallback(FixedTrigger()).initialize()
+
+
+def test_trigger_is_copied_and_reproducible(data):
+    X, y = data
+    trigger = ActivationTrigger(gamma=0.5)
+
+    def fit():
+        net = make_net(GrowthCallback(trigger, SelectInit(n_candidates=20), random_state=3))
+        net.fit(X, y)
+        return net
+
+    first, second = fit(), fit()
+    assert not hasattr(trigger, "baselines_")  # the user's object is left untouched
+    assert growth_of(first).events_ == growth_of(second).events_
+    assert growth_of(first).events_
+    for a, b in zip(first.module_.parameters(), second.module_.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_callback_pickles_with_its_generator(data):
+    X, y = data
+    net = make_net(GrowthCallback(FixedTrigger(n=1), RandomInit(), random_state=0))
+    net.fit(X, y)
+    cb = growth_of(net)
+    clone = pickle.loads(pickle.dumps(cb))
+    assert clone.events_ == cb.events_
+    assert torch.equal(
+        torch.rand(5, generator=clone._generator), torch.rand(5, generator=cb._generator)
+    )
+
+
+# --- SampleBuffer ------------------------------------------------------------------------
+
+
+def rows_of(buffer):
+    return sorted(buffer.samples()[:, 0].long().tolist())
+
+
+def test_sample_buffer_fifo_with_wrap_around():
+    buffer = SampleBuffer(5)
+    with pytest.raises(RuntimeError):
+        buffer.samples()
+
+    def batch(start, stop):
+        ids = torch.arange(start, stop, dtype=torch.float32)
+        return torch.stack([ids, -ids], dim=1)
+
+    buffer.extend(batch(0, 3))
+    assert len(buffer) == 3 and rows_of(buffer) == [0, 1, 2]
+    buffer.extend(batch(3, 6))  # wraps: 5 overwrites 0
+    assert len(buffer) == 5 and rows_of(buffer) == [1, 2, 3, 4, 5]
+    buffer.extend(batch(6, 7))
+    assert rows_of(buffer) == [2, 3, 4, 5, 6]
+    buffer.extend(batch(7, 14))  # more than the capacity at once
+    assert rows_of(buffer) == [9, 10, 11, 12, 13]
+    buffer.extend(batch(14, 16))
+    assert rows_of(buffer) == [11, 12, 13, 14, 15]
+    # Rows stay intact (both columns of a row move together).
+    samples = buffer.samples()
+    assert torch.equal(samples[:, 1], -samples[:, 0])
+
+
+def test_sample_buffer_matches_a_reference_fifo():
+    rng = np.random.default_rng(0)
+    capacity = 7
+    buffer, reference, next_id = SampleBuffer(capacity), [], 0
+    for _ in range(100):
+        size = int(rng.integers(1, 12))
+        ids = list(range(next_id, next_id + size))
+        next_id += size
+        buffer.extend(torch.tensor(ids, dtype=torch.float64)[:, None].repeat(1, 3))
+        reference = (reference + ids)[-capacity:]
+        assert rows_of(buffer) == sorted(reference)
+        assert buffer.samples().dtype == torch.float64
+
+
+def test_sample_buffer_misc():
+    with pytest.raises(ValueError):
+        SampleBuffer(0)
+    buffer = SampleBuffer(4)
+    buffer.extend(torch.arange(3.0))  # 1-D: one feature per sample
+    assert buffer.samples().shape == (3, 1)
+    images = SampleBuffer(3)
+    images.extend(torch.zeros(2, 1, 4, 4))  # any sample shape
+    assert images.samples().shape == (2, 1, 4, 4)

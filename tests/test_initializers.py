@@ -1,0 +1,228 @@
+"""NORTH* initializers (SPEC section 4)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sklearn_north.growth import (
+    GrowthContext,
+    GrowthSite,
+    PreActivationInit,
+    RandomInit,
+    SelectInit,
+    WeightInit,
+    add_neurons,
+)
+from sklearn_north.growth.initializers import mean_fan_in_norm, random_fan_in, rescale_rows
+from sklearn_north.growth.metrics import activation_rank
+from sklearn_north.nn import GrowableMLP
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+ALL = {
+    "random": RandomInit,
+    "select": lambda: SelectInit(n_candidates=64),
+    "preactivation": lambda: PreActivationInit(n_candidates=64),
+    "weight": WeightInit,
+}
+
+
+def generator(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def cosines(A, B):
+    """|cos| between every column of A and every column of B (float64)."""
+    A, B = A.double(), B.double()
+    return (A.T @ B).abs() / (A.norm(dim=0)[:, None] * B.norm(dim=0)[None, :])
+
+
+def trained_like(module, seed=0, scale=0.3):
+    """Move every weight and bias away from its initial value, as training would."""
+    g = generator(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return module
+
+
+# --- common rules ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(ALL))
+@pytest.mark.parametrize("index", [0, 1])
+def test_fan_in_rescaled_zero_fan_out_and_shapes(make_mlp, inputs, name, index):
+    module = trained_like(make_mlp(n_features=12, hidden=(5, 4)))
+    site = module.growth_sites()[index]
+    context = GrowthContext(module, inputs(n_samples=60, n_features=12))
+    new = ALL[name]()(index, site, 3, context, generator(0))
+    assert new.k == 3
+    assert new.fan_in.shape == (3, *site.fan_in_shape)
+    assert new.fan_in.dtype == site.producer.weight.dtype
+    assert new.fan_out is None  # function preserving
+    existing = site.producer.weight.detach().norm(dim=1).mean()
+    torch.testing.assert_close(new.fan_in.norm(dim=1), existing.expand(3), rtol=1e-5, atol=0)
+    if name != "preactivation":  # Pre-activation's bias is part of its solve
+        assert new.bias is None or torch.all(new.bias == 0)
+    assert ALL[name]().function_preserving
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_reproducible_from_the_generator(make_mlp, inputs, name):
+    module = trained_like(make_mlp(n_features=12, hidden=(5, 4)))
+    site = module.growth_sites()[0]
+    context = GrowthContext(module, inputs(n_samples=60, n_features=12))
+    init = ALL[name]()
+    a = init(0, site, 2, context, generator(42))
+    b = init(0, site, 2, context, generator(42))
+    c = init(0, site, 2, context, generator(43))
+    assert torch.equal(a.fan_in, b.fan_in)
+    if a.bias is not None:
+        assert torch.equal(a.bias, b.bias)
+    assert not torch.allclose(a.fan_in, c.fan_in)
+
+
+@pytest.mark.parametrize("name", ["random", "weight"])
+def test_conv_site_fan_in(name):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3)
+    site = GrowthSite("conv", conv, [], torch.relu)
+    new = ALL[name]()(0, site, 5, None, generator(0))
+    assert new.fan_in.shape == (5, 3, 3, 3)
+    norms = new.fan_in.reshape(5, -1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.full((5,), mean_fan_in_norm(site)))
+    if name == "weight":
+        W = conv.weight.detach().reshape(4, -1)
+        assert cosines(new.fan_in.reshape(5, -1).T, W.T).max() < 1e-5
+
+
+def test_rescale_rows():
+    w = torch.tensor([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    rows, factors = rescale_rows(w, 10.0)
+    assert torch.equal(rows, torch.tensor([[6.0, 8.0], [0.0, 0.0], [10.0, 0.0]]).double())
+    assert torch.equal(factors, torch.tensor([2.0, 0.0, 10.0]).double())
+
+
+# --- Select ------------------------------------------------------------------------------
+
+
+def rank_gain(initializer, seed, k=6):
+    """Gain in effective rank of the post-activations ([H, A_new] on the buffer) of a tanh
+    layer on rank-2 inputs when ``k`` neurons from ``initializer`` are added."""
+    torch.manual_seed(seed)
+    module = GrowableMLP(16, [16], 2, activation="tanh")
+    X = torch.randn(400, 2) @ torch.randn(2, 16)
+    context = GrowthContext(module, X)
+    site = module.growth_sites()[0]
+    before = activation_rank(context.activations(0).post)
+    assert before < 16  # rank deficient
+    add_neurons(site, initializer(0, site, k, context, generator(seed)))
+    context.invalidate()
+    return activation_rank(context.activations(0).post) - before
+
+
+def test_select_raises_the_metric_more_than_random_candidates():
+    seeds = range(5)
+    select = [rank_gain(SelectInit(n_candidates=300), seed) for seed in seeds]
+    random = [rank_gain(RandomInit(), seed) for seed in seeds]
+    assert np.mean(select) >= np.mean(random) + 1.0, (select, random)
+    assert min(select) >= 1
+
+
+def test_select_keeps_the_most_orthogonal_candidates(make_mlp, inputs):
+    module = trained_like(make_mlp(n_features=6, hidden=(5, 4), activation="tanh"))
+    X = inputs(n_samples=80, n_features=6)
+    context = GrowthContext(module, X)
+    site = module.growth_sites()[1]
+    n_candidates, k = 40, 4
+    new = SelectInit(n_candidates=n_candidates)(1, site, k, context, generator(3))
+
+    # The same candidates, scored independently: norm of the post-activation's component
+    # orthogonal to the span of the existing post-activations (numerical rank at the
+    # metric's threshold eps * sqrt(n)).
+    candidates, _ = rescale_rows(random_fan_in(site, n_candidates, generator(3)), 1.0)
+    candidates = candidates.float() * mean_fan_in_norm(site)
+    acts = module.site_activations(X)[1]
+    A = torch.tanh(acts.inputs @ candidates.T).double().numpy()
+    U, s, _ = np.linalg.svd(acts.post.double().numpy(), full_matrices=False)
+    Q = U[:, s > 0.01 * math.sqrt(len(X))]
+    scores = np.linalg.norm(A - Q @ (Q.T @ A), axis=0)
+    best = np.argsort(-scores)[:k]
+    assert scores[best[-1]] > 1.01 * np.sort(scores)[::-1][k]  # a clear top k
+    torch.testing.assert_close(new.fan_in, candidates[best], rtol=1e-5, atol=1e-6)
+
+
+# --- Pre-activation ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_preactivation_candidates_are_orthogonal_to_existing_pre_activations(
+    make_mlp, inputs, index
+):
+    # Widths below the input's rank (+ bias), so an orthogonal pre-activation exists.
+    module = trained_like(make_mlp(n_features=10, hidden=(8, 4), activation="tanh"))
+    X = inputs(n_samples=200, n_features=10)
+    context = GrowthContext(module, X)
+    site = module.growth_sites()[index]
+    new = PreActivationInit(n_candidates=50)(index, site, 4, context, generator(0))
+    acts = module.site_activations(X)[index]
+    inp = acts.inputs.double()
+    Z_old = acts.pre.double()
+    Z_new = inp @ new.fan_in.double().T + new.bias.double()
+    assert cosines(Z_new, Z_old).max() < 1e-4
+    assert new.bias.abs().max() > 0  # the bias takes part in the solve
+    # Random neurons are far from orthogonal: the property is not an accident.
+    rnd = RandomInit()(index, site, 4, context, generator(0))
+    assert cosines(inp @ rnd.fan_in.double().T, Z_old).max() > 0.1
+
+
+def test_preactivation_falls_back_to_random_candidates_when_no_kernel(make_mlp, inputs):
+    # 3 input features (+ bias) and 5 neurons: the pre-activations span all the input can
+    # produce, so there is no orthogonal direction.
+    module = trained_like(make_mlp(n_features=3, hidden=(5, 4)))
+    context = GrowthContext(module, inputs(n_samples=50, n_features=3))
+    site = module.growth_sites()[0]
+    new = PreActivationInit(n_candidates=20)(0, site, 2, context, generator(0))
+    assert new.fan_in.shape == (2, 3)
+    torch.testing.assert_close(new.fan_in.norm(dim=1), torch.full((2,), mean_fan_in_norm(site)))
+    assert torch.all(new.bias == 0)
+
+
+# --- Weight ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 5, 14])
+def test_weight_rows_are_orthogonal_to_existing_rows_and_each_other(make_mlp, k):
+    module = trained_like(make_mlp(n_features=20, hidden=(6, 4)))
+    site = module.growth_sites()[0]
+    new = WeightInit()(0, site, k, None, generator(0))  # needs no samples
+    W_old = site.producer.weight.detach()
+    W_new = new.fan_in
+    assert cosines(W_new.T, W_old.T).max() < 1e-5
+    cos_new = cosines(W_new.T, W_new.T)
+    torch.testing.assert_close(cos_new, torch.eye(k, dtype=torch.float64), rtol=0, atol=1e-5)
+    torch.testing.assert_close(W_new.norm(dim=1), torch.full((k,), mean_fan_in_norm(site)))
+    # Every new row adds one dimension to the row space.
+    assert torch.linalg.matrix_rank(torch.cat([W_old, W_new]).double()) == 6 + k
+
+
+def test_weight_beyond_the_kernel_falls_back_to_random_rows(make_mlp):
+    # Fan-in 8, width 5: only 3 orthogonal directions are left for 5 new neurons.
+    module = trained_like(make_mlp(n_features=8, hidden=(5, 4)))
+    site = module.growth_sites()[0]
+    new = WeightInit()(0, site, 5, None, generator(0))
+    W_old = site.producer.weight.detach()
+    assert new.fan_in.shape == (5, 8)
+    assert cosines(new.fan_in[:3].T, W_old.T).max() < 1e-5
+    torch.testing.assert_close(new.fan_in.norm(dim=1), torch.full((5,), mean_fan_in_norm(site)))
+    assert torch.linalg.matrix_rank(torch.cat([W_old, new.fan_in]).double()) == 8
+
+
+def test_needs_activations_flags():
+    assert not RandomInit.needs_activations
+    assert not WeightInit.needs_activations
+    assert SelectInit.needs_activations
+    assert PreActivationInit.needs_activations

@@ -1,0 +1,258 @@
+"""Optimizer state across growth (SPEC section 5, ``sklearn_north.growth.optim``)."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sklearn_north.growth import NewNeurons, RandomInit, add_neurons, grow_parameter
+from sklearn_north.growth.optim import extend_optimizer_state, pad_along
+from sklearn_north.nn import GrowableMLP
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def params_in(optimizer):
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def contains(params, tensor):
+    return any(p is tensor for p in params)
+
+
+def train_linear(optimizer_factory, n_steps=5, seed=0):
+    """A Linear layer trained a few steps so that its optimizer has state."""
+    torch.manual_seed(seed)
+    layer = nn.Linear(4, 3)
+    optimizer = optimizer_factory(layer.parameters())
+    X, y = torch.randn(32, 4), torch.randn(32, 3)
+    for _ in range(n_steps):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(layer(X), y).backward()
+        optimizer.step()
+    return layer, optimizer
+
+
+def test_pad_along():
+    t = torch.arange(6.0).reshape(2, 3)
+    assert torch.equal(pad_along(t, 0, 2), torch.cat([t, torch.zeros(2, 3)]))
+    assert torch.equal(pad_along(t, 1, 1), torch.cat([t, torch.zeros(2, 1)], dim=1))
+    mean_rows = pad_along(t, 0, 2, fill="mean")
+    assert torch.equal(mean_rows[2:], torch.tensor([[1.5, 2.5, 3.5]] * 2))
+    mean_cols = pad_along(t, 1, 1, fill="mean")
+    assert torch.equal(mean_cols[:, 3], torch.tensor([1.0, 4.0]))
+    # Mean of nothing: zeros.
+    assert torch.equal(pad_along(torch.zeros(0, 3), 0, 2, fill="mean"), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_sgd_momentum_buffer_is_zero_padded(dim):
+    layer, optimizer = train_linear(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9))
+    old = layer.weight
+    old_buffer = optimizer.state[old]["momentum_buffer"].clone()
+    assert old_buffer.abs().sum() > 0
+    new_values = torch.randn(2, 4) if dim == 0 else torch.randn(3, 2)
+    new = grow_parameter(layer, "weight", dim, new_values, optimizer)
+
+    assert layer.weight is new
+    assert isinstance(new, nn.Parameter) and new.requires_grad
+    assert torch.equal(new.detach().narrow(dim, 0, old.shape[dim]), old.detach())
+    assert torch.equal(new.detach().narrow(dim, old.shape[dim], 2), new_values)
+    assert not contains(params_in(optimizer), old)
+    assert contains(params_in(optimizer), new)
+    assert old not in optimizer.state
+    buffer = optimizer.state[new]["momentum_buffer"]
+    assert buffer.shape == new.shape
+    assert torch.equal(buffer.narrow(dim, 0, old.shape[dim]), old_buffer)
+    assert torch.all(buffer.narrow(dim, old.shape[dim], 2) == 0)
+    # The order of the parameters in the group is kept (state_dict relies on it).
+    assert optimizer.param_groups[0]["params"][0] is new
+
+
+OPTIMIZERS = {
+    "adam": (lambda p: torch.optim.Adam(p, lr=0.01), ["exp_avg"], ["exp_avg_sq"]),
+    "adam-amsgrad": (
+        lambda p: torch.optim.Adam(p, lr=0.01, amsgrad=True),
+        ["exp_avg"],
+        ["exp_avg_sq", "max_exp_avg_sq"],
+    ),
+    "adamw": (lambda p: torch.optim.AdamW(p, lr=0.01), ["exp_avg"], ["exp_avg_sq"]),
+    "rmsprop": (
+        lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.5),
+        ["momentum_buffer"],
+        ["square_avg"],
+    ),
+    "adagrad": (lambda p: torch.optim.Adagrad(p, lr=0.01), [], ["sum"]),
+}
+
+
+@pytest.mark.parametrize("second_moment", ["mean", "zero"])
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_state_is_carried_over_and_padded(name, dim, second_moment):
+    factory, first_keys, second_keys = OPTIMIZERS[name]
+    layer, optimizer = train_linear(factory)
+    old = layer.weight
+    old_state = {key: value.clone() for key, value in optimizer.state[old].items()}
+    n_old = old.shape[dim]
+    new_values = torch.randn(2, 4) if dim == 0 else torch.randn(3, 2)
+    new = grow_parameter(layer, "weight", dim, new_values, optimizer, second_moment)
+
+    state = optimizer.state[new]
+    assert set(state) == set(old_state)
+    for key in first_keys + second_keys:
+        assert state[key].shape == new.shape, key
+        # Old entries carried over exactly.
+        assert torch.equal(state[key].narrow(dim, 0, n_old), old_state[key]), key
+        added = state[key].narrow(dim, n_old, 2)
+        if key in first_keys or second_moment == "zero":
+            assert torch.all(added == 0), key
+        else:
+            expected = old_state[key].mean(dim=dim, keepdim=True).expand_as(added)
+            torch.testing.assert_close(added, expected)
+            assert torch.all(added > 0), key
+    # Scalar state (step counters) unchanged.
+    for key, value in old_state.items():
+        if key not in first_keys + second_keys:
+            assert torch.equal(torch.as_tensor(state[key]), torch.as_tensor(value)), key
+    assert not contains(params_in(optimizer), old)
+    assert contains(params_in(optimizer), new)
+    # The optimizer can step with the grown parameter.
+    new.grad = torch.ones_like(new)
+    layer.bias.grad = torch.ones_like(layer.bias)
+    before = new.detach().clone()
+    optimizer.step()
+    assert not torch.equal(new.detach(), before)
+
+
+def test_only_the_group_holding_the_parameter_changes():
+    torch.manual_seed(0)
+    a, b = nn.Linear(3, 2), nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(
+        [{"params": a.parameters(), "lr": 0.1}, {"params": b.parameters(), "lr": 0.5}]
+    )
+    group_a = list(optimizer.param_groups[0]["params"])
+    old = b.weight
+    new = grow_parameter(b, "weight", 1, torch.zeros(2, 1), optimizer)
+    assert optimizer.param_groups[0]["params"] == group_a
+    assert optimizer.param_groups[1]["params"][0] is new
+    assert optimizer.param_groups[1]["lr"] == 0.5
+    assert not contains(params_in(optimizer), old)
+
+
+def test_parameter_without_state_and_without_optimizer():
+    layer = nn.Linear(3, 2).double()
+    optimizer = torch.optim.Adam(layer.parameters())
+    new = grow_parameter(layer, "weight", 0, torch.ones(1, 3, dtype=torch.float32), optimizer)
+    assert new.dtype == torch.float64  # model's dtype, not the values'
+    assert new not in optimizer.state
+    assert contains(params_in(optimizer), new)
+    frozen = nn.Linear(3, 2)
+    frozen.weight.requires_grad_(False)
+    grown = grow_parameter(frozen, "weight", 0, torch.ones(1, 3))
+    assert grown.shape == (3, 3) and not grown.requires_grad
+
+
+def test_invalid_second_moment_mode():
+    layer, optimizer = train_linear(lambda p: torch.optim.Adam(p))
+    new = nn.Parameter(torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="second_moment"):
+        extend_optimizer_state(optimizer, layer.weight, new, 0, second_moment="median")
+
+
+# --- Adam's first update after growth -----------------------------------------------------
+
+LR = 1e-3
+BETAS = (0.9, 0.999)
+N_STEPS = 3000
+
+
+@pytest.fixture(scope="module")
+def long_trained():
+    """A 2-hidden-layer MLP trained with Adam for thousands of steps, and its data."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    # Noisy labels and mini-batches: gradients stay of their usual size after training.
+    X = torch.randn(512, 5)
+    y = (X[:, :2].sum(dim=1) + 0.5 * torch.randn(512) > 0).long()
+    module = GrowableMLP(5, (6, 4), 2, activation="tanh")
+    optimizer = torch.optim.Adam(module.parameters(), lr=LR, betas=BETAS)
+    loss_fn = nn.CrossEntropyLoss()
+    for step in range(N_STEPS):
+        rows = slice(32 * (step % 16), 32 * (step % 16 + 1))
+        optimizer.zero_grad()
+        loss_fn(module(X[rows]), y[rows]).backward()
+        optimizer.step()
+    torch.set_num_threads(previous)
+    return module.state_dict(), optimizer.state_dict(), X[:32], y[:32]
+
+
+def first_update_after_growth(long_trained, second_moment):
+    """Relative size |delta| / lr of the new fan-out entries at the first step after growth,
+    and the step counter at that step."""
+    module_state, optimizer_state, X, y = long_trained
+    module = GrowableMLP(5, (6, 4), 2, activation="tanh")
+    module.load_state_dict(module_state)
+    optimizer = torch.optim.Adam(module.parameters(), lr=LR, betas=BETAS)
+    optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+    site = module.growth_sites()[0]
+    new = RandomInit()(0, site, 3, None, torch.Generator().manual_seed(0))
+    add_neurons(site, new, optimizer=optimizer, second_moment=second_moment)
+    fan_in_before = module.layers[0].weight[6:].detach().clone()
+    consumer = module.layers[1].weight
+    fan_out_before = consumer[:, 6:].detach().clone()
+    assert torch.all(fan_out_before == 0)
+
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(module(X), y).backward()
+    grad = consumer.grad[:, 6:].clone()
+    optimizer.step()
+    # New fan-in rows have zero gradient (zero fan-out): they do not move at first.
+    assert torch.equal(module.layers[0].weight[6:].detach(), fan_in_before)
+    assert torch.all(grad != 0)  # the measured entries did receive a gradient
+    delta = (consumer[:, 6:].detach() - fan_out_before).abs()
+    step = int(optimizer.state[consumer]["step"])
+    return delta / LR, step
+
+
+def test_adam_first_update_is_of_the_order_of_lr_with_mean_second_moment(long_trained):
+    ratio, step = first_update_after_growth(long_trained, "mean")
+    assert step == N_STEPS + 1  # the step counter survived growth
+    assert ratio.median() <= 1.0
+    assert ratio.max() <= 2.0
+    assert ratio.min() > 0  # the new entries do learn
+
+
+def test_adam_first_update_with_zero_second_moment_is_the_pitfall(long_trained):
+    ratio, step = first_update_after_growth(long_trained, "zero")
+    assert step == N_STEPS + 1
+    beta1, beta2 = BETAS
+    # m = (1 - b1) g, v = (1 - b2) g^2: |update| = lr (1 - b1) / sqrt(1 - b2), up to the
+    # bias corrections of step t, whatever the gradient.
+    expected = (1 - beta1) / (1 - beta1**step) * math.sqrt(1 - beta2**step) / math.sqrt(1 - beta2)
+    assert expected > 3.0
+    torch.testing.assert_close(ratio, torch.full_like(ratio, expected), rtol=1e-2, atol=0)
+
+
+def test_lr_scheduler_still_drives_the_grown_parameters(make_mlp):
+    module = make_mlp(n_features=6, hidden=(5, 4))
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.4)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.25)
+    site = module.growth_sites()[0]
+    add_neurons(site, NewNeurons(fan_in=torch.randn(2, 6)), optimizer=optimizer)
+    grown = module.layers[0].weight
+    assert grown.shape == (7, 6)
+    optimizer.step()  # (no gradients: a no-op, keeps the scheduler's order warning away)
+    scheduler.step()
+    (group,) = [g for g in optimizer.param_groups if contains(g["params"], grown)]
+    assert group["lr"] == pytest.approx(0.1)
+    # The update of the grown parameter uses the scheduled learning rate.
+    before = grown.detach().clone()
+    optimizer.zero_grad()
+    for p in module.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    torch.testing.assert_close(grown.detach(), before - 0.1)

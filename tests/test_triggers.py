@@ -1,0 +1,224 @@
+"""Triggers T_act, T_weight and Never (SPEC section 3)."""
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sklearn_north.growth import (
+    ActivationTrigger,
+    GrowthContext,
+    GrowthSite,
+    Never,
+    NewNeurons,
+    SiteActivations,
+    WeightTrigger,
+    activation_metric,
+    add_neurons,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+N_SAMPLES = 64
+FAN_IN = 48
+
+
+def orthogonal(n, seed):
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=torch.Generator().manual_seed(seed)))
+    return q
+
+
+def rank_r_matrix(n, m, r, scale, seed):
+    """``scale * U [I_r 0; 0 0] V^T`` (n x m): r singular values equal to ``scale``, the
+    others exactly zero."""
+    core = torch.zeros(n, m, dtype=torch.float64)
+    core[range(r), range(r)] = scale
+    return orthogonal(n, seed).double() @ core @ orthogonal(m, seed + 1).double()
+
+
+def site_of_width(width, weight_rank=None, seed=0):
+    """A dense site of ``width`` neurons; its fan-in weights have rank ``weight_rank``
+    (singular values of W / sqrt(fan_in) equal to 1 or 0)."""
+    producer = nn.Linear(FAN_IN, width)
+    if weight_rank is not None:
+        W = rank_r_matrix(width, FAN_IN, weight_rank, math.sqrt(FAN_IN), seed)
+        with torch.no_grad():
+            producer.weight.copy_(W)
+    return GrowthSite(f"w{width}", producer, [], torch.relu)
+
+
+class FakeContext:
+    """Post-activations of known rank per site: singular values of H / sqrt(n) are 1 or 0."""
+
+    def __init__(self, widths_and_ranks, seed=0):
+        self.post = [
+            rank_r_matrix(N_SAMPLES, width, rank, math.sqrt(N_SAMPLES), seed + i).float()
+            for i, (width, rank) in enumerate(widths_and_ranks)
+        ]
+
+    def activations(self, index):
+        return SiteActivations(inputs=None, pre=None, post=self.post[index])
+
+
+def expected_count(gamma, rank0, width0, rank, width):
+    """max(0, floor(M (phi - gamma phi0))) in exact arithmetic (gamma read as a decimal)."""
+    phi0 = Fraction(rank0, width0)
+    phi = Fraction(rank, width)
+    return max(0, math.floor(width * (phi - Fraction(str(gamma)) * phi0)))
+
+
+def evaluate_activation(trigger, width0, rank0, width, rank, seed=0):
+    trigger.initialize([site_of_width(width0)], FakeContext([(width0, rank0)], seed))
+    return trigger(0, site_of_width(width), FakeContext([(width, rank)], seed + 7))
+
+
+def evaluate_weight(trigger, width0, rank0, width, rank, seed=0):
+    trigger.initialize([site_of_width(width0, rank0, seed)], None)
+    return trigger(0, site_of_width(width, rank, seed + 7), None)
+
+
+EVALUATORS = {
+    "activation": (ActivationTrigger, evaluate_activation),
+    "weight": (WeightTrigger, evaluate_weight),
+}
+
+# (gamma, width0, rank0, width, rank, expected); hand-checked, boundary cases included.
+CASES = [
+    (0.75, 10, 8, 10, 6, 0),  # phi == gamma phi0 = 0.6 exactly -> 0
+    (0.75, 10, 8, 10, 7, 1),  # floor(10 (0.7 - 0.6)) = 1, although 0.7 - 0.6 < 0.1 in floats
+    (0.75, 10, 8, 10, 5, 0),  # below the threshold
+    (0.75, 10, 8, 10, 10, 4),
+    (0.5, 4, 4, 12, 6, 0),  # phi == threshold after growth (width changed)
+    (0.5, 4, 4, 12, 7, 1),
+    (0.5, 4, 4, 12, 12, 6),
+    (0.97, 10, 10, 10, 10, 0),  # floor(0.3)
+    (0.97, 10, 10, 40, 40, 1),  # floor(1.2)
+    (0.97, 10, 10, 40, 39, 0),
+    (0.9, 10, 5, 12, 9, 3),  # floor(9 - 12 * 0.45) = floor(3.6)
+    (0.9, 20, 9, 40, 18, 1),  # floor(18 - 16.2)
+    (0.99, 8, 0, 8, 3, 3),  # zero baseline: every counted direction triggers
+    (1.0, 10, 10, 20, 19, 0),
+]
+
+
+@pytest.mark.parametrize("kind", list(EVALUATORS))
+@pytest.mark.parametrize(("gamma", "width0", "rank0", "width", "rank", "expected"), CASES)
+def test_trigger_count_on_known_ranks(kind, gamma, width0, rank0, width, rank, expected):
+    cls, evaluate = EVALUATORS[kind]
+    if kind == "weight" and max(rank0, rank) > FAN_IN:
+        pytest.skip("weight rank is bounded by the fan-in")
+    assert expected == expected_count(gamma, rank0, width0, rank, width)
+    trigger = cls(gamma=gamma)
+    decision = evaluate(trigger, width0, rank0, width, rank)
+    assert decision.n_neurons == expected
+    assert decision.metric == pytest.approx(rank / width)
+    assert decision.threshold == pytest.approx(gamma * rank0 / width0)
+    assert trigger.baselines_ == {0: pytest.approx(rank0 / width0)}
+
+
+@pytest.mark.parametrize("kind", list(EVALUATORS))
+def test_trigger_count_matches_the_formula_on_random_cases(kind):
+    cls, evaluate = EVALUATORS[kind]
+    rng = np.random.default_rng(0)
+    n_fired = 0
+    for case in range(60):
+        gamma = float(rng.choice([0.5, 0.8, 0.9, 0.95, 0.97, 0.99, 1.0]))
+        width0 = int(rng.integers(2, 16))
+        rank0 = int(rng.integers(0, width0 + 1))
+        width = int(rng.integers(width0, 40))
+        rank = int(rng.integers(0, width + 1))
+        decision = evaluate(cls(gamma=gamma), width0, rank0, width, rank, seed=case)
+        expected = expected_count(gamma, rank0, width0, rank, width)
+        assert decision.n_neurons == expected, (gamma, width0, rank0, width, rank)
+        n_fired += expected > 0
+    assert 10 < n_fired < 50  # both outcomes were exercised
+
+
+def test_running_max_baseline():
+    trigger = ActivationTrigger(gamma=0.9, baseline="running_max")
+    trigger.initialize([site_of_width(10)], FakeContext([(10, 5)]))
+    assert trigger.baselines_[0] == pytest.approx(0.5)
+
+    decision = trigger(0, site_of_width(10), FakeContext([(10, 10)]))
+    assert decision.n_neurons == 5  # floor(10 - 10 * 0.9 * 0.5) with the old baseline
+    assert trigger.baselines_[0] == pytest.approx(0.9)  # max(0.5, 0.9 * 1.0)
+
+    decision = trigger(0, site_of_width(10), FakeContext([(10, 8)]))
+    assert decision.threshold == pytest.approx(0.81)
+    assert decision.n_neurons == 0  # the init baseline would give floor(8 - 4.5) = 3
+    assert trigger.baselines_[0] == pytest.approx(0.9)  # never lowered
+
+    decision = trigger(0, site_of_width(10), FakeContext([(10, 2)]))
+    assert decision.n_neurons == 0
+    assert trigger.baselines_[0] == pytest.approx(0.9)
+
+    # With the init baseline nothing moves.
+    fixed = ActivationTrigger(gamma=0.9, baseline="init")
+    fixed.initialize([site_of_width(10)], FakeContext([(10, 5)]))
+    fixed(0, site_of_width(10), FakeContext([(10, 10)]))
+    assert fixed(0, site_of_width(10), FakeContext([(10, 8)])).n_neurons == 3
+    assert fixed.baselines_[0] == pytest.approx(0.5)
+
+
+def test_invalid_baseline():
+    with pytest.raises(ValueError, match="baseline"):
+        ActivationTrigger(baseline="mean").initialize([site_of_width(4)], FakeContext([(4, 4)]))
+
+
+def test_uninitialised_site_uses_its_first_metric_as_baseline():
+    trigger = ActivationTrigger(gamma=0.5).reset()
+    decision = trigger(0, site_of_width(10), FakeContext([(10, 7)]))
+    assert decision.n_neurons == 3  # floor(7 - 10 * 0.5 * 0.7)
+    assert trigger.baselines_[0] == pytest.approx(0.7)
+
+
+def test_never_returns_zero(make_mlp, inputs):
+    trigger = Never()
+    assert not trigger.can_grow
+    assert not trigger.needs_activations
+    module = make_mlp()
+    context = GrowthContext(module, inputs())
+    trigger.reset().initialize(module.growth_sites(), context)
+    for index, site in enumerate(module.growth_sites()):
+        assert trigger(index, site, context).n_neurons == 0
+
+
+def test_weight_trigger_needs_no_samples():
+    assert not WeightTrigger().needs_activations
+    assert ActivationTrigger().needs_activations
+    assert WeightTrigger().can_grow and ActivationTrigger().can_grow
+
+
+@pytest.mark.parametrize("method", ["gram", "svd"])
+def test_activation_trigger_on_a_real_network(make_mlp, method):
+    # Rank-1 inputs and zero biases: relu(t * a_j) spans at most 2 directions, so the first
+    # layer's metric starts well below 1.
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(100, 1, generator=g) @ torch.randn(1, 8, generator=g)
+    module = make_mlp(n_features=8, hidden=(6, 5), n_outputs=2, activation="relu")
+    trigger = ActivationTrigger(gamma=0.8, method=method)
+    context = GrowthContext(module, X)
+    trigger.initialize(module.growth_sites(), context)
+    phi0 = [activation_metric(a.post) for a in module.site_activations(X)]
+    assert trigger.baselines_ == {0: pytest.approx(phi0[0]), 1: pytest.approx(phi0[1])}
+    assert phi0[0] == pytest.approx(2 / 6)
+
+    # Non-zero biases raise the first layer's rank; grow it (function preserved), evaluate.
+    with torch.no_grad():
+        module.layers[0].bias.copy_(torch.randn(6, generator=g))
+    add_neurons(module.growth_sites()[0], NewNeurons(fan_in=torch.randn(2, 8, generator=g)))
+    context = GrowthContext(module, X)
+    counts = []
+    for index, site in enumerate(module.growth_sites()):
+        post = module.site_activations(X)[index].post
+        width = post.shape[1]
+        rank = round(activation_metric(post) * width)
+        decision = trigger(index, site, context)
+        assert decision.metric == pytest.approx(rank / width)
+        expected = max(0, math.floor(width * (rank / width - 0.8 * phi0[index]) + 1e-9))
+        assert decision.n_neurons == expected
+        counts.append(expected)
+    assert counts[0] > 0
