@@ -9,7 +9,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -86,9 +86,9 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : object
         """
-        self._validate_params()
         if self.warm_start and hasattr(self, "net_"):
-            return self._guarded(self._continue, X, y, self.max_epochs)
+            self._validate_params()
+            return self._continue(X, y, self.max_epochs)
         return self._guarded(self._fit_new, X, y, self.max_epochs, None)
 
     def partial_fit(self, X, y, classes=None):
@@ -106,11 +106,10 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         self : object
         """
         if not hasattr(self, "net_"):
-            self._validate_params()
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
             return self._guarded(self._fit_new, X, y, 1, classes)
-        return self._guarded(self._continue, X, y, 1)
+        return self._continue(X, y, 1)
 
     def predict_proba(self, X):
         """Class probabilities, columns ordered as ``classes_``.
@@ -125,7 +124,9 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
-        proba = self.net_.predict_proba(X)
+        # Iterating a DataLoader draws a seed from torch's global generator: keep it intact.
+        with torch.random.fork_rng(devices=_cuda_devices(self.device)):
+            proba = self.net_.predict_proba(X)
         return proba.astype(np.float64, copy=False)
 
     def predict(self, X):
@@ -139,7 +140,8 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # checks fitted-ness before classes_ is read
+        return self.classes_[np.argmax(proba, axis=1)]
 
     @property
     def module_(self):
@@ -155,7 +157,8 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
     # -- fitting ------------------------------------------------------------------------
 
     def _guarded(self, method, *args):
-        # A fit that raises (or is interrupted) must not leave a fitted-looking estimator.
+        # A fit that raises (or is interrupted) must not leave a fitted-looking estimator:
+        # the network may be half-trained or half-grown.
         try:
             return method(*args)
         except BaseException:
@@ -164,8 +167,10 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             raise
 
     def _fit_new(self, X, y, epochs, classes):
+        # Starting over: the previous model is gone even if validation fails.
         for name in _FITTED_ATTRIBUTES:
             self.__dict__.pop(name, None)
+        self._validate_params()
         X, y = self._validate_Xy(X, y, reset=True)
         encoder = LabelEncoder().fit(y if classes is None else np.asarray(classes))
         if len(encoder.classes_) < 2:
@@ -204,7 +209,9 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             max_epochs=epochs,
             train_split=None,
             iterator_train__shuffle=True,
-            callbacks=[("growth", growth), *(self.callbacks or [])],
+            # Copies: skorch initializes (mutates) the callbacks it is given, and fit must
+            # not modify the estimator's parameters nor share state with other fits.
+            callbacks=[("growth", growth), *clone(self.callbacks or [], safe=False)],
             classes=list(range(len(encoder.classes_))),
             device=self.device,
             verbose=int(self.verbose),
@@ -220,6 +227,8 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _continue(self, X, y, epochs):
+        # Input rejected here leaves the model as it was (nothing was touched yet); a
+        # failure during training removes it.
         X, y = self._validate_Xy(X, y, reset=False)
         unknown = np.setdiff1d(y, self.classes_)
         if unknown.size:
@@ -228,6 +237,9 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 f"(classes_ = {self.classes_})."
             )
         y_enc = np.searchsorted(self.classes_, y)
+        return self._guarded(self._train_more, X, y_enc, epochs)
+
+    def _train_more(self, X, y_enc, epochs):
         with self._seeded(self.n_iter_):
             self._train(self.net_, X, y_enc, epochs)
         self._set_fitted_attributes()
@@ -306,6 +318,12 @@ def _as_widths(value, name):
     return tuple(int(w) for w in widths)
 
 
+def _cuda_devices(device):
+    """The CUDA device indices whose generators ``device`` uses (for ``fork_rng``)."""
+    is_cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
+    return [torch.device(device).index or 0] if is_cuda else []
+
+
 class _TorchSeed:
     """Seed torch's global generators for a block and restore them afterwards.
 
@@ -315,8 +333,7 @@ class _TorchSeed:
 
     def __init__(self, seed, device):
         self.seed = int(seed) % (2**63)
-        is_cuda = torch.device(device).type == "cuda" and torch.cuda.is_available()
-        self.devices = [torch.device(device).index or 0] if is_cuda else []
+        self.devices = _cuda_devices(device)
 
     def __enter__(self):
         self._fork = torch.random.fork_rng(devices=self.devices)

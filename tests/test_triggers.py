@@ -19,6 +19,7 @@ from sklearn_north.growth import (
     activation_metric,
     add_neurons,
 )
+from sklearn_north.growth.metrics import gram
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -61,6 +62,9 @@ class FakeContext:
 
     def activations(self, index):
         return SiteActivations(inputs=None, pre=None, post=self.post[index])
+
+    def post_gram(self, index):
+        return gram(self.post[index])
 
 
 def expected_count(gamma, rank0, width0, rank, width):

@@ -115,6 +115,8 @@ class GrowthCallback(Callback):
         module = net.module_
         context = self._context(module)
         for index, site in enumerate(module.growth_sites()):
+            if site.room == 0:
+                continue  # nothing it could say would change the network
             tic = time.perf_counter()
             decision = self.trigger_(index, site, context)
             k = int(min(decision.n_neurons, site.room))

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from . import metrics
+
 
 class SampleBuffer:
     """FIFO of the most recent training inputs (SPEC section 2).
@@ -93,6 +95,7 @@ class GrowthContext:
         self.samples = samples
         self.epsilon = epsilon
         self._activations = None
+        self._grams = {}
 
     def activations(self, index):
         """``SiteActivations`` of site ``index`` with the current weights."""
@@ -103,6 +106,17 @@ class GrowthContext:
                 self._activations = self.module.site_activations(self.samples)
         return self._activations[index]
 
+    def post_gram(self, index):
+        """Float64 Gram matrix ``H^T H`` (M x M) of site ``index``'s post-activations.
+
+        Shared by the activation trigger (its eigenvalues) and by initializers that score
+        candidates against the existing neurons, so it is formed once per evaluation.
+        """
+        if index not in self._grams:
+            self._grams[index] = metrics.gram(self.activations(index).post)
+        return self._grams[index]
+
     def invalidate(self):
         """Forget cached statistics (call after the network changed)."""
         self._activations = None
+        self._grams = {}

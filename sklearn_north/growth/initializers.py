@@ -13,14 +13,15 @@ Numerical ranks. Where a span or kernel decides the *result* of a method, it is 
 machine precision (Weight's kernel, Pre-activation's kernel of ``Z``), so the documented
 orthogonality holds exactly. Where it only stabilises or scores, it is the metric's own
 threshold ``epsilon * sqrt(n)`` (Pre-activation's pseudo-inverse of the input, Select's
-span of the existing activations): a direction the metric does not count is not treated as
-taken.
+projection away from the existing activations): a direction the metric does not count is
+not treated as taken.
 """
 
 import math
 
 import torch
 
+from . import metrics
 from ._params import ParamsMixin
 from .sites import NewNeurons
 
@@ -75,28 +76,24 @@ def _numerical_rank(s, shape):
     return int((s > tol).sum())
 
 
-def orthonormal_basis(A, threshold):
-    """Orthonormal basis (n, r) of the column space of ``A`` (n, m).
+def orthogonal_residual_norms(existing, candidates, threshold, gram=None):
+    """How much of each candidate column lies outside the span of ``existing``'s columns.
 
-    Only directions with singular value above ``threshold`` are kept. Uses the m x m Gram
-    matrix in float64 (m is a layer width, n the number of buffered samples).
+    ``existing`` (n, M) and ``candidates`` (n, K) are activations on the same samples.
+    Returns ``sqrt(|a|^2 - a^T E (E^T E + t^2 I)^-1 E^T a)`` per candidate ``a``, with
+    ``t = threshold``: the component of ``a`` along a direction of ``E`` with singular value
+    ``s`` is removed with weight ``s^2 / (s^2 + t^2)``, i.e. fully for the directions the
+    metric counts (``s >> t``) and not at all for those it does not (``s << t``). One
+    Cholesky factorisation of an M x M matrix and one product score all K candidates.
+
+    ``gram`` may pass a precomputed ``E^T E`` in float64.
     """
-    A64 = A.double()
-    eig, vec = torch.linalg.eigh(A64.T @ A64)
-    keep = eig > threshold * threshold
-    return (A64 @ vec[:, keep]) / eig[keep].sqrt()
-
-
-def orthogonal_residual_norms(existing, candidates, threshold):
-    """Norm of the part of each candidate column orthogonal to ``existing``'s columns.
-
-    ``existing`` (n, M) and ``candidates`` (n, K) are activations on the same samples; the
-    span of ``existing`` counts directions with singular value above ``threshold``. One
-    factorisation and two matrix products score all K candidates at once.
-    """
-    Q = orthonormal_basis(existing, threshold).to(candidates.dtype)
-    residual = candidates - Q @ (Q.T @ candidates)
-    return residual.norm(dim=0)
+    G = metrics.gram(existing) if gram is None else gram
+    eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+    L = torch.linalg.cholesky(G + threshold**2 * eye)
+    proj = torch.linalg.solve_triangular(L, (existing.T @ candidates).double(), upper=False)
+    residual2 = candidates.double().square().sum(dim=0) - proj.square().sum(dim=0)
+    return residual2.clamp_min(0).sqrt()
 
 
 def _select_most_orthogonal(index, site, k, context, fan_in, bias):
@@ -107,7 +104,8 @@ def _select_most_orthogonal(index, site, k, context, fan_in, bias):
     pre = acts.inputs @ fan_in.reshape(fan_in.shape[0], -1).T + bias
     post = site.activation(pre)
     n = post.shape[0]
-    scores = orthogonal_residual_norms(acts.post, post, context.epsilon * math.sqrt(n))
+    threshold = context.epsilon * math.sqrt(n)
+    scores = orthogonal_residual_norms(acts.post, post, threshold, context.post_gram(index))
     chosen = torch.topk(scores, k).indices
     return NewNeurons(fan_in=fan_in[chosen], bias=bias[chosen])
 

@@ -23,6 +23,25 @@ import torch
 METHODS = ("gram", "svd")
 
 
+def gram(A):
+    """``A^T A`` in float64: the Gram matrix of ``A``'s columns (e.g. of a layer's neurons).
+
+    Its eigenvalues are the squared singular values of ``A``.
+    """
+    A64 = A.detach().double()
+    return A64.T @ A64
+
+
+def count_eigenvalues_above(G, cutoff):
+    """Number of eigenvalues of the symmetric matrix ``G`` strictly above ``cutoff``."""
+    if G.numel() == 0:
+        return 0
+    if G.device.type == "cpu":
+        eig = scipy.linalg.eigh(G.numpy(), eigvals_only=True, check_finite=False)
+        return int(np.count_nonzero(eig > cutoff))
+    return int((torch.linalg.eigvalsh(G) > cutoff).sum())
+
+
 def count_singular_values_above(A, threshold, method="gram"):
     """Number of singular values of the 2-D matrix ``A`` strictly above ``threshold``.
 
@@ -44,17 +63,11 @@ def count_singular_values_above(A, threshold, method="gram"):
         raise ValueError(f"Expected a 2-D matrix, got shape {tuple(A.shape)}.")
     if A.numel() == 0:
         return 0
-    A = A.detach()
     if method == "svd":
-        sv = torch.linalg.svdvals(A.double())
+        sv = torch.linalg.svdvals(A.detach().double())
         return int((sv > threshold).sum())
-    A64 = A.double()
-    gram = A64.T @ A64 if A.shape[0] >= A.shape[1] else A64 @ A64.T
-    cutoff = threshold * threshold
-    if gram.device.type == "cpu":
-        eig = scipy.linalg.eigh(gram.numpy(), eigvals_only=True, check_finite=False)
-        return int(np.count_nonzero(eig > cutoff))
-    return int((torch.linalg.eigvalsh(gram) > cutoff).sum())
+    G = gram(A) if A.shape[0] >= A.shape[1] else gram(A.T)
+    return count_eigenvalues_above(G, threshold * threshold)
 
 
 def activation_rank(H, epsilon=0.01, method="gram"):

@@ -83,13 +83,14 @@ class _OrthogonalityTrigger(Trigger):
         width = site.width
         rank = self._rank(index, site, context)
         metric = rank / width
-        baseline = self.baselines_.setdefault(index, metric)
+        baselines = self.__dict__.setdefault("baselines_", {})
+        baseline = baselines.setdefault(index, metric)
         threshold = self.gamma * baseline
         # floor(M * (rank / M - threshold)) computed as rank - M * threshold: rank is an
         # exact integer, so "metric == threshold" cannot turn into -1 or +1 by rounding.
         n = max(0, math.floor(rank - width * threshold + 1e-9))
         if self.baseline == "running_max":
-            self.baselines_[index] = max(baseline, self.gamma * metric)
+            baselines[index] = max(baseline, self.gamma * metric)
         return TriggerDecision(n, metric, threshold)
 
 
@@ -116,6 +117,10 @@ class ActivationTrigger(_OrthogonalityTrigger):
 
     def _rank(self, index, site, context):
         post = context.activations(index).post
+        if self.method == "gram":
+            # The Gram matrix is cached in the context: initializers reuse it.
+            cutoff = self.epsilon**2 * post.shape[0]
+            return metrics.count_eigenvalues_above(context.post_gram(index), cutoff)
         return metrics.activation_rank(post, self.epsilon, self.method)
 
 
@@ -123,8 +128,11 @@ class WeightTrigger(_OrthogonalityTrigger):
     """``T_weight``: effective dimension of the site's fan-in weights.
 
     Parameters are those of ``ActivationTrigger``, with ``gamma=0.99`` by default. The rank
-    of a weight matrix is bounded by its fan-in, so a weight-triggered layer cannot grow
-    past its fan-in dimension.
+    of a weight matrix is bounded by its fan-in ``d``, so growth stops once
+    ``rank <= M * gamma * phi_0``: a weight-triggered layer grows to at most ``d / gamma``
+    neurons. With the default gamma, a layer that is full rank at initialisation and
+    narrower than 100 neurons can never grow (``floor(M * (1 - 0.99)) = 0``): start wider
+    or lower gamma.
     """
 
     def __init__(self, gamma=0.99, epsilon=0.01, baseline="init", method="gram"):

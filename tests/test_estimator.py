@@ -1,0 +1,593 @@
+"""Estimator-level behaviour of ``GrowingMLPClassifier``: the scikit-learn contract, the
+fitted attributes, growth across fits, errors, reproducibility and callbacks.
+
+The engine's mathematics is tested elsewhere (test_metrics.py, test_sites.py, ...); here
+the network only has to train a few epochs on small data.
+"""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_digits, make_blobs
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import Callback, LRScheduler
+from torch.optim.lr_scheduler import StepLR
+
+from sklearn_north import GrowingMLPClassifier
+from sklearn_north.growth import EVENT_COLUMNS
+
+# Small, fast settings for data sets of a few hundred samples.
+FAST = dict(
+    hidden_layer_sizes=(8, 8),
+    lr=3e-2,
+    batch_size=32,
+    max_epochs=3,
+    n_candidates=16,
+    random_state=0,
+)
+
+# Settings under which north-select grows both layers on digits within two epochs.
+GROWING = dict(
+    strategy="north-select",
+    hidden_layer_sizes=(48, 48),
+    max_hidden_layer_sizes=96,
+    max_epochs=2,
+    n_candidates=50,
+    random_state=0,
+)
+
+
+HISTORY_DTYPES = {
+    "step": np.dtype("int64"),
+    "epoch": np.dtype("int64"),
+    "layer": np.dtype("int64"),
+    "n_added": np.dtype("int64"),
+    "width": np.dtype("int64"),
+    "metric": np.dtype("float64"),
+    "threshold": np.dtype("float64"),
+}
+
+
+# -- data -------------------------------------------------------------------------------
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # Tiny tensors: extra intra-op threads only add synchronisation, which on a loaded
+    # 2-core machine makes these tests over ten times slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X, y = make_blobs(n_samples=150, n_features=4, centers=3, random_state=0)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
+@pytest.fixture(scope="module")
+def small_digits(digits):
+    X, y = digits
+    return X[:600], y[:600]
+
+
+@pytest.fixture(scope="module")
+def grown(digits):
+    """A north-select model fitted on digits that has grown (module-scoped: read only)."""
+    X, y = digits
+    return GrowingMLPClassifier(**GROWING).fit(X, y)
+
+
+def _fitted_names(est):
+    return sorted(k for k in vars(est) if k.endswith("_") and not k.startswith("__"))
+
+
+def assert_not_fitted(est):
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+    assert _fitted_names(est) == []
+    with pytest.raises(NotFittedError):
+        est.predict(np.zeros((1, 4)))
+
+
+# -- scikit-learn contract ----------------------------------------------------------------
+
+
+def test_clone_is_unfitted_with_equal_params(grown):
+    cloned = clone(grown)
+    assert cloned is not grown
+    params, cloned_params = grown.get_params(deep=False), cloned.get_params(deep=False)
+    assert params.keys() == cloned_params.keys()
+    for name, value in params.items():
+        assert cloned_params[name] == value, name
+    assert_not_fitted(cloned)
+    # The original is untouched.
+    check_is_fitted(grown)
+
+
+def test_pickled_grown_model_predicts_and_continues_identically(grown, digits):
+    X, y = digits
+    assert grown.hidden_layer_sizes_ != GROWING["hidden_layer_sizes"]
+    loaded = pickle.loads(pickle.dumps(grown))
+    np.testing.assert_array_equal(loaded.predict_proba(X), grown.predict_proba(X))
+    np.testing.assert_array_equal(loaded.predict(X), grown.predict(X))
+    assert loaded.hidden_layer_sizes_ == grown.hidden_layer_sizes_
+    pd.testing.assert_frame_equal(loaded.growth_history_, grown.growth_history_)
+    assert loaded.loss_curve_ == grown.loss_curve_
+    # The unpickled model keeps all training state (optimizer, trigger baselines, sample
+    # buffer, candidate generator): one more epoch matches that of a model that was never
+    # pickled (a refit with the same seed; deepcopy would go through pickling's hooks).
+    reference = clone(grown).fit(X, y)
+    Xs, ys = X[:300], y[:300]
+    reference.partial_fit(Xs, ys)
+    loaded.partial_fit(Xs, ys)
+    assert loaded.n_iter_ == reference.n_iter_ == grown.n_iter_ + 1
+    assert loaded.hidden_layer_sizes_ == reference.hidden_layer_sizes_
+    pd.testing.assert_frame_equal(loaded.growth_history_, reference.growth_history_)
+    np.testing.assert_array_equal(loaded.predict_proba(X), reference.predict_proba(X))
+
+
+@pytest.mark.parametrize("in_pipeline", [False, True], ids=["bare", "pipeline"])
+def test_grid_search_over_strategy_and_gamma(blobs, in_pipeline):
+    X, y = blobs
+    est = GrowingMLPClassifier(**FAST)
+    prefix = ""
+    if in_pipeline:
+        est = make_pipeline(StandardScaler(), est)
+        prefix = "growingmlpclassifier__"
+    grid = {f"{prefix}strategy": ["north-select", "static"], f"{prefix}gamma": [0.9, 0.97]}
+    search = GridSearchCV(est, grid, cv=2, error_score="raise").fit(X, y)
+    assert len(search.cv_results_["params"]) == 4
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    best = search.best_estimator_
+    clf = best[-1] if in_pipeline else best
+    check_is_fitted(clf)
+    assert clf.strategy == search.best_params_[f"{prefix}strategy"]
+    assert clf.gamma == search.best_params_[f"{prefix}gamma"]
+    assert search.predict(X).shape == y.shape
+    # Well separated blobs: every candidate learns them.
+    assert search.best_score_ > 0.8
+
+
+def test_string_labels(blobs):
+    X, y = blobs
+    names = np.array(["cat", "dog", "emu"])
+    y_str = names[y]
+    clf = GrowingMLPClassifier(**FAST).fit(X, y_str)
+    np.testing.assert_array_equal(clf.classes_, names)
+    pred = clf.predict(X)
+    assert pred.dtype == y_str.dtype
+    assert set(pred) <= set(names)
+    np.testing.assert_array_equal(pred, clf.classes_[clf.predict_proba(X).argmax(axis=1)])
+    # The labels are mapped back correctly (a wrong mapping would score near chance).
+    assert clf.score(X, y_str) > 0.8
+    # Labels sorted like the integers: the same network, only the names differ.
+    clf_int = GrowingMLPClassifier(**FAST).fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), clf_int.predict_proba(X))
+    np.testing.assert_array_equal(pred, names[clf_int.predict(X)])
+
+
+def test_dataframe_input_and_feature_names(blobs):
+    X, y = blobs
+    columns = ["a", "b", "c", "d"]
+    df = pd.DataFrame(X, columns=columns)
+    clf = GrowingMLPClassifier(**FAST).fit(df, y)
+    np.testing.assert_array_equal(clf.feature_names_in_, columns)
+    assert clf.n_features_in_ == 4
+    # As every scikit-learn estimator: names that differ are an error, missing names warn.
+    with pytest.raises(ValueError, match="feature names should match"):
+        clf.predict(df.set_axis(["a", "b", "c", "e"], axis=1))
+    with pytest.raises(ValueError, match="feature names should match"):
+        clf.predict(df[["d", "c", "b", "a"]])
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        clf.predict(X)
+    # Fitted without names: no feature_names_in_, and names at predict warn.
+    clf_np = GrowingMLPClassifier(**FAST).fit(X, y)
+    assert not hasattr(clf_np, "feature_names_in_")
+    with pytest.warns(UserWarning, match="X has feature names"):
+        clf_np.predict(df)
+    # A DataFrame is trained on like its values.
+    np.testing.assert_array_equal(clf.predict_proba(df), clf_np.predict_proba(X))
+
+
+# -- fitted attributes --------------------------------------------------------------------
+
+
+def test_fitted_attributes(grown, digits):
+    X, _ = digits
+    initial = GROWING["hidden_layer_sizes"]
+    maximum = (GROWING["max_hidden_layer_sizes"],) * 2
+    np.testing.assert_array_equal(grown.classes_, np.arange(10))
+    assert grown.n_features_in_ == 64
+    assert not hasattr(grown, "feature_names_in_")
+
+    widths = grown.hidden_layer_sizes_
+    assert isinstance(widths, tuple)
+    assert all(isinstance(w, int) for w in widths)
+    assert len(widths) == len(initial)
+    assert widths == grown.module_.hidden_layer_sizes
+    assert widths == tuple(layer.weight.shape[0] for layer in grown.module_.layers[:-1])
+    assert all(i <= w <= m for i, w, m in zip(initial, widths, maximum))
+    assert widths != initial  # it grew (see also test_north_select_grows_on_digits)
+    assert [c.shape for c in grown.coefs_] == [(64, widths[0]), widths, (widths[1], 10)]
+    assert [b.shape for b in grown.intercepts_] == [(widths[0],), (widths[1],), (10,)]
+
+    history = grown.growth_history_
+    assert isinstance(history, pd.DataFrame)
+    assert list(history.columns) == list(EVENT_COLUMNS)
+    assert list(history.columns) == [
+        "step",
+        "epoch",
+        "layer",
+        "n_added",
+        "width",
+        "metric",
+        "threshold",
+    ]
+    assert history.dtypes.to_dict() == HISTORY_DTYPES
+
+    assert grown.n_iter_ == GROWING["max_epochs"]
+    assert isinstance(grown.loss_curve_, list)
+    assert len(grown.loss_curve_) == grown.n_iter_
+    assert np.all(np.isfinite(grown.loss_curve_))
+    assert grown.loss_curve_[-1] < grown.loss_curve_[0]
+
+    proba = grown.predict_proba(X)
+    assert proba.shape == (len(X), 10)
+    assert proba.dtype == np.float64
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_growth_history_is_consistent_with_final_widths(grown):
+    initial = GROWING["hidden_layer_sizes"]
+    maximum = GROWING["max_hidden_layer_sizes"]
+    history = grown.growth_history_
+    assert len(history) > 0
+    assert history["step"].is_monotonic_increasing
+    assert history["epoch"].is_monotonic_increasing
+    assert history["epoch"].between(1, grown.n_iter_).all()
+    assert (history["n_added"] > 0).all()
+    assert (history["width"] <= maximum).all()
+    assert set(history["layer"]) <= set(range(len(initial)))
+    assert (history["metric"] > history["threshold"]).all()  # a trigger fired
+    for layer, (start, final) in enumerate(zip(initial, grown.hidden_layer_sizes_)):
+        events = history[history["layer"] == layer]
+        assert events["n_added"].sum() == final - start
+        np.testing.assert_array_equal(events["width"], start + events["n_added"].cumsum())
+        if final > start:
+            assert events["width"].iloc[-1] == final
+        else:
+            assert events.empty
+
+
+# -- growth ---------------------------------------------------------------------------------
+
+
+def test_north_select_grows_on_digits(grown):
+    # ``grown`` is north-select on digits in [0, 1], widths (48, 48), two epochs.
+    assert grown.strategy == "north-select"
+    assert all(
+        final > start
+        for final, start in zip(grown.hidden_layer_sizes_, GROWING["hidden_layer_sizes"])
+    ), grown.hidden_layer_sizes_
+
+
+@pytest.mark.parametrize(
+    "strategy, params",
+    [
+        ("north-pre", {}),
+        ("north-random", {}),
+        # A full-rank initial W has metric 1; gamma=0.99 then needs width >= 100 to fire.
+        ("north-weight", {"gamma": 0.9}),
+    ],
+)
+def test_other_growing_strategies_grow(small_digits, strategy, params):
+    X, y = small_digits
+    clf = GrowingMLPClassifier(
+        strategy=strategy, hidden_layer_sizes=(16, 16), max_hidden_layer_sizes=48,
+        batch_size=64, lr=3e-3, max_epochs=2, n_candidates=32, random_state=0, **params,
+    ).fit(X, y)  # fmt: skip
+    assert sum(clf.hidden_layer_sizes_) > 32
+    assert len(clf.growth_history_) > 0
+
+
+def test_static_never_grows(small_digits):
+    X, y = small_digits
+    clf = GrowingMLPClassifier(
+        strategy="static", hidden_layer_sizes=(16, 16), batch_size=64, lr=3e-3, max_epochs=2
+    ).fit(X, y)
+    assert clf.hidden_layer_sizes_ == (16, 16)
+    history = clf.growth_history_
+    assert history.empty
+    assert list(history.columns) == list(EVENT_COLUMNS)
+    # Typed like a non-empty history, so that it concatenates and compares cleanly.
+    assert history.dtypes.to_dict() == HISTORY_DTYPES
+
+
+# -- continued training -----------------------------------------------------------------
+
+
+def test_partial_fit_continues_training_and_growth(small_digits):
+    X, y = small_digits
+    clf = GrowingMLPClassifier(
+        hidden_layer_sizes=(16, 16), max_hidden_layer_sizes=64, batch_size=64, lr=3e-3,
+        n_candidates=32, random_state=0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="classes"):
+        clf.partial_fit(X, y)
+    assert_not_fitted(clf)
+
+    clf.partial_fit(X[:300], y[:300], classes=np.arange(10))
+    net, module = clf.net_, clf.module_
+    widths, history, losses = clf.hidden_layer_sizes_, clf.growth_history_, clf.loss_curve_
+    assert clf.n_iter_ == 1
+    for i in range(2, 4):
+        clf.partial_fit(X, y)
+        assert clf.net_ is net
+        assert clf.module_ is module
+        assert clf.n_iter_ == i
+        assert len(clf.loss_curve_) == i
+        assert clf.loss_curve_[: len(losses)] == losses
+        assert all(new >= old for new, old in zip(clf.hidden_layer_sizes_, widths))
+        pd.testing.assert_frame_equal(clf.growth_history_.iloc[: len(history)], history)
+        widths, history, losses = clf.hidden_layer_sizes_, clf.growth_history_, clf.loss_curve_
+    # Growth went on after the first call, on the grown network.
+    assert (clf.growth_history_["epoch"] > 1).any()
+    assert clf.hidden_layer_sizes_ == clf.module_.hidden_layer_sizes
+    # Labels outside the first call's classes, or the wrong number of features, are
+    # refused before training: the model stays as it was.
+    proba = clf.predict_proba(X)
+    with pytest.raises(ValueError, match="not seen"):
+        clf.partial_fit(X[:10], np.full(10, 11))
+    with pytest.raises(ValueError, match="features"):
+        clf.partial_fit(X[:10, :5], y[:10])
+    assert clf.n_iter_ == 3
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
+def test_warm_start_continues_training_and_growth(small_digits):
+    X, y = small_digits
+    params = dict(
+        hidden_layer_sizes=(16, 16), max_hidden_layer_sizes=64, batch_size=64, lr=3e-3,
+        n_candidates=32, max_epochs=1, random_state=0,
+    )  # fmt: skip
+    clf = GrowingMLPClassifier(warm_start=True, **params).fit(X, y)
+    net, widths, history = clf.net_, clf.hidden_layer_sizes_, clf.growth_history_
+    first = clf.predict_proba(X)
+    clf.fit(X, y)
+    assert clf.net_ is net
+    assert clf.n_iter_ == 2
+    assert len(clf.loss_curve_) == 2
+    assert all(new >= old for new, old in zip(clf.hidden_layer_sizes_, widths))
+    assert len(clf.growth_history_) > len(history)
+    pd.testing.assert_frame_equal(clf.growth_history_.iloc[: len(history)], history)
+    assert (clf.growth_history_["epoch"] == 2).any()
+    assert not np.array_equal(clf.predict_proba(X), first)
+
+    # Without warm_start a second fit starts over, reproducing the first.
+    cold = GrowingMLPClassifier(warm_start=False, **params).fit(X, y)
+    cold_net = cold.net_
+    cold.fit(X, y)
+    assert cold.net_ is not cold_net
+    assert cold.n_iter_ == 1
+    assert cold.hidden_layer_sizes_ == widths
+    np.testing.assert_array_equal(cold.predict_proba(X), first)
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_X_is_rejected(blobs, bad):
+    X, y = blobs
+    X = X.copy()
+    X[3, 1] = bad
+    clf = GrowingMLPClassifier(**FAST)
+    with pytest.raises(ValueError, match=r"(?i)nan|infinity"):
+        clf.fit(X, y)
+    assert_not_fitted(clf)
+
+
+def test_wrong_number_of_features_at_predict(blobs):
+    X, y = blobs
+    clf = GrowingMLPClassifier(**FAST).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(X[:, :3])
+    with pytest.raises(ValueError, match="features"):
+        clf.predict_proba(np.hstack([X, X]))
+
+
+def test_single_class_is_rejected(blobs):
+    X, _ = blobs
+    clf = GrowingMLPClassifier(**FAST)
+    with pytest.raises(ValueError, match="class"):
+        clf.fit(X, np.ones(len(X)))
+    assert_not_fitted(clf)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"hidden_layer_sizes": (8, 8), "max_hidden_layer_sizes": 4}, "max_hidden_layer_sizes"),
+        ({"hidden_layer_sizes": (8, 8), "max_hidden_layer_sizes": (16, 7)}, "layer 1"),
+        ({"hidden_layer_sizes": (8, 8), "max_hidden_layer_sizes": (16,)}, "entries"),
+        ({"gamma": 0}, "gamma"),
+        ({"gamma": 1.5}, "gamma"),
+        ({"gamma": -0.1}, "gamma"),
+        ({"strategy": "north-east"}, "strategy"),
+        ({"strategy": "gradmax"}, "strategy"),  # in the SPEC, not implemented
+        ({"hidden_layer_sizes": (8, 0)}, "hidden_layer_sizes"),
+        ({"lr": 0.0}, "lr"),
+        ({"activation": "softmax"}, "activation"),
+    ],
+)
+def test_invalid_parameters_are_rejected(blobs, params, match):
+    X, y = blobs
+    clf = GrowingMLPClassifier(**{**FAST, **params})
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, y)
+    assert_not_fitted(clf)
+
+
+def test_gamma_one_is_valid(blobs):
+    X, y = blobs
+    clf = GrowingMLPClassifier(**{**FAST, "gamma": 1.0}).fit(X, y)
+    check_is_fitted(clf)
+
+
+@pytest.mark.parametrize("failure", ["nan", "single class", "parameter"])
+def test_failed_refit_leaves_no_fitted_state(blobs, failure):
+    X, y = blobs
+    clf = GrowingMLPClassifier(**FAST).fit(X, y)
+    check_is_fitted(clf)
+    if failure == "nan":
+        X = X.copy()
+        X[0, 0] = np.nan
+    elif failure == "single class":
+        y = np.zeros_like(y)
+    else:
+        clf.set_params(gamma=2.0)
+    with pytest.raises(ValueError):
+        clf.fit(X, y)
+    assert_not_fitted(clf)
+
+
+class InterruptAt(Callback):
+    """Raise ``KeyboardInterrupt`` at the end of epoch ``epoch``."""
+
+    def __init__(self, epoch=2):
+        self.epoch = epoch
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) >= self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("already_fitted", [False, True])
+def test_interrupted_fit_propagates_and_leaves_no_fitted_state(blobs, already_fitted):
+    X, y = blobs
+    clf = GrowingMLPClassifier(**FAST)
+    if already_fitted:
+        clf.fit(X, y)
+        check_is_fitted(clf)
+    clf.set_params(callbacks=[InterruptAt(epoch=2)])
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(X, y)
+    assert_not_fitted(clf)
+    # The interrupt did not break the estimator: without the callback it fits again.
+    clf.set_params(callbacks=None).fit(X, y)
+    assert clf.n_iter_ == FAST["max_epochs"]
+
+
+# -- reproducibility and randomness ---------------------------------------------------------
+
+
+def test_same_random_state_gives_identical_fits(grown, digits):
+    X, y = digits
+    again = clone(grown).fit(X, y)
+    assert again.hidden_layer_sizes_ == grown.hidden_layer_sizes_
+    pd.testing.assert_frame_equal(again.growth_history_, grown.growth_history_)
+    assert again.loss_curve_ == grown.loss_curve_
+    np.testing.assert_array_equal(again.predict_proba(X), grown.predict_proba(X))
+
+
+def test_different_random_state_changes_the_fit(small_digits):
+    X, y = small_digits
+    fits = [
+        GrowingMLPClassifier(**{**FAST, "hidden_layer_sizes": (16,), "random_state": seed}).fit(
+            X, y
+        )
+        for seed in (0, 1)
+    ]
+    a, b = (f.coefs_[0] for f in fits)
+    assert a.shape != b.shape or not np.allclose(a, b)
+    assert not np.allclose(fits[0].predict_proba(X), fits[1].predict_proba(X))
+
+
+@pytest.mark.parametrize("random_state", [0, None])
+def test_global_rng_state_is_untouched(small_digits, random_state):
+    X, y = small_digits
+    torch.manual_seed(123)
+    np.random.seed(123)  # noqa: NPY002 (numpy's global generator is what is checked)
+    torch_state = torch.get_rng_state()
+    numpy_state = np.random.get_state()[1].copy()  # noqa: NPY002
+    clf = GrowingMLPClassifier(**{**FAST, "random_state": random_state}).fit(X, y)
+    clf.partial_fit(X, y)
+    clf.predict_proba(X)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    if random_state is not None:
+        # An int seed does not draw from numpy's global generator either.
+        np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)  # noqa: NPY002
+
+
+# -- callbacks ------------------------------------------------------------------------------
+
+
+def test_lr_scheduler_keeps_working_across_growth(small_digits):
+    X, y = small_digits
+    lr, epochs = 3e-3, 3
+    clf = GrowingMLPClassifier(
+        hidden_layer_sizes=(16, 16), max_hidden_layer_sizes=64, batch_size=64, lr=lr,
+        max_epochs=epochs, n_candidates=32, random_state=0,
+        callbacks=[LRScheduler(policy=StepLR, step_size=1, gamma=0.5)],
+    ).fit(X, y)  # fmt: skip
+    assert len(clf.growth_history_) > 0
+    assert clf.hidden_layer_sizes_ != (16, 16)
+
+    net = clf.net_
+    # The rate followed the schedule through every epoch, growth events included.
+    np.testing.assert_allclose(net.history[:, "event_lr"], [lr * 0.5**e for e in range(epochs)])
+    optimizer = net.optimizer_
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lr * 0.5**epochs)
+    scheduler = dict(net.callbacks_)["LRScheduler"]
+    assert scheduler.lr_scheduler_.optimizer is optimizer
+
+    # The optimizer holds exactly the grown parameters, with state of their shapes.
+    in_optimizer = [p for group in optimizer.param_groups for p in group["params"]]
+    module_params = list(clf.module_.parameters())
+    assert {id(p) for p in in_optimizer} == {id(p) for p in module_params}
+    assert len(in_optimizer) == len(module_params)
+    for p in module_params:
+        assert optimizer.state[p]["exp_avg"].shape == p.shape
+        assert optimizer.state[p]["exp_avg_sq"].shape == p.shape
+    assert module_params[0].shape[0] == clf.hidden_layer_sizes_[0]
+
+    # One more epoch keeps scheduling the same optimizer. (skorch re-creates the scheduler
+    # at the start of every continued training, which for StepLR costs one extra step;
+    # that is skorch's behaviour, not asserted here.)
+    before = optimizer.param_groups[0]["lr"]
+    clf.partial_fit(X, y)
+    assert clf.net_.optimizer_ is optimizer
+    assert dict(clf.net_.callbacks_)["LRScheduler"].lr_scheduler_.optimizer is optimizer
+    assert clf.net_.history[-1, "event_lr"] <= before
+    assert optimizer.param_groups[0]["lr"] < before
+
+
+def test_fit_does_not_modify_the_callbacks_parameter(blobs):
+    X, y = blobs
+    scheduler = LRScheduler(policy=StepLR, step_size=1, gamma=0.5)
+    before = dict(vars(scheduler))
+    clf = GrowingMLPClassifier(**FAST, callbacks=[scheduler]).fit(X, y)
+    assert clf.callbacks[0] is scheduler
+    assert vars(scheduler) == before  # not initialized, holds no optimizer
+    assert all(cb is not scheduler for _, cb in clf.net_.callbacks_)
+    # Two estimators sharing the callback list do not share the scheduler's state.
+    other = clone(clf).set_params(callbacks=clf.callbacks).fit(X, y)
+    sched_a = dict(clf.net_.callbacks_)["LRScheduler"].lr_scheduler_
+    sched_b = dict(other.net_.callbacks_)["LRScheduler"].lr_scheduler_
+    assert sched_a.optimizer is clf.net_.optimizer_
+    assert sched_b.optimizer is other.net_.optimizer_
