@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from sklearn_north.growth.metrics import (
+    METHODS,
     activation_metric,
     activation_rank,
+    count_eigenvalues_above,
     count_singular_values_above,
     weight_metric,
     weight_rank,
@@ -40,11 +42,12 @@ def well_separated_values(n_above, n_below, threshold, seed):
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 SHAPES = [(120, 20), (20, 120), (40, 40), (300, 7), (7, 300)]
+FAST_METHODS = ("ldl", "eigh")  # Gram-matrix paths, checked against the plain SVD
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("seed", range(4))
-def test_gram_count_equals_svd_count(shape, seed):
+def test_fast_count_equals_svd_count(shape, seed):
     n, m = shape
     r = min(n, m)
     rng = np.random.default_rng(seed)
@@ -58,13 +61,14 @@ def test_gram_count_equals_svd_count(shape, seed):
     numpy_count = int(np.sum(np.linalg.svd(A.numpy(), compute_uv=False) > threshold))
     assert numpy_count == expected
     assert count_singular_values_above(A, threshold, method="svd") == expected
-    assert count_singular_values_above(A, threshold, method="gram") == expected
-    # float32 input: the Gram path forms its matrix in float64, the count must not move.
-    assert count_singular_values_above(A.float(), threshold, method="gram") == expected
+    for fast in FAST_METHODS:
+        assert count_singular_values_above(A, threshold, method=fast) == expected
+        # float32 input: the Gram path forms its matrix in float64, the count must not move.
+        assert count_singular_values_above(A.float(), threshold, method=fast) == expected
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_gram_count_equals_svd_count_on_generic_low_rank(shape):
+def test_fast_count_equals_svd_count_on_generic_low_rank(shape):
     # Low rank as it arises in practice: a product of random factors, no constructed spectrum.
     n, m = shape
     g = torch.Generator().manual_seed(sum(shape))
@@ -76,8 +80,8 @@ def test_gram_count_equals_svd_count_on_generic_low_rank(shape):
         # A threshold well inside the gap between the non-zero and the zero singular values.
         threshold = float(sv[rank - 1]) / 10
         assert np.sum(sv > threshold) == rank
-        assert count_singular_values_above(A, threshold, method="gram") == rank
-        assert count_singular_values_above(A, threshold, method="svd") == rank
+        for method in METHODS:
+            assert count_singular_values_above(A, threshold, method=method) == rank
 
 
 def test_count_edge_cases():
@@ -95,7 +99,7 @@ NORMALISED_SV = [5.0, 1.0, 0.2, 0.05, 0.02, 0.005, 0.002, 0.0005]
 N_ABOVE = 5  # values above epsilon = 0.01
 
 
-@pytest.mark.parametrize("method", ["gram", "svd"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("n_samples", [50, 400])
 def test_activation_metric_normalises_by_sqrt_n_samples(method, n_samples):
     n_neurons = 10
@@ -111,7 +115,7 @@ def test_activation_metric_normalises_by_sqrt_n_samples(method, n_samples):
     assert activation_metric(H, epsilon=0.001, method=method) == 7 / n_neurons
 
 
-@pytest.mark.parametrize("method", ["gram", "svd"])
+@pytest.mark.parametrize("method", METHODS)
 def test_activation_metric_matches_definition(method):
     # phi = #{sigma(H / sqrt(n)) > eps} / M on a generic matrix, computed independently.
     g = torch.Generator().manual_seed(3)
@@ -124,7 +128,7 @@ def test_activation_metric_matches_definition(method):
     assert activation_metric(H, 0.01, method) == expected
 
 
-@pytest.mark.parametrize("method", ["gram", "svd"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("fan_in", [30, 200])
 def test_weight_metric_normalises_by_sqrt_fan_in(method, fan_in):
     n_neurons = 9
@@ -134,7 +138,7 @@ def test_weight_metric_normalises_by_sqrt_fan_in(method, fan_in):
     assert weight_metric(W.float(), epsilon=0.01, method=method) == N_ABOVE / n_neurons
 
 
-@pytest.mark.parametrize("method", ["gram", "svd"])
+@pytest.mark.parametrize("method", METHODS)
 def test_weight_metric_of_conv_kernel(method):
     # A conv kernel (C_out, C_in, k, k) is the matrix C_out x (C_in k k), normalised by
     # 1/sqrt(C_in k k): not by 1/sqrt(C_in) nor by 1/sqrt(k k).
@@ -161,12 +165,37 @@ def test_metric_of_full_rank_and_zero_matrices():
 
 
 @pytest.mark.parametrize("shape", [(200, 12), (12, 200)], ids=["tall", "wide"])
-def test_gram_count_is_exact_on_ill_conditioned_float32_input(shape):
+def test_fast_count_is_exact_on_ill_conditioned_float32_input(shape):
     # Squaring the singular values squares the condition number: a float32 Gram matrix
     # would lose the small ones (1e6 * float32 eps >> 0.03**2). The count must not move.
     values = [1e3, 3e2, 0.05, 0.03, 0.003]
     A = matrix_with_singular_values(*shape, values, seed=5).float()
     reference = np.linalg.svd(A.double().numpy(), compute_uv=False)
     assert np.sum(reference > 0.01) == 4
-    assert count_singular_values_above(A, 0.01, method="svd") == 4
-    assert count_singular_values_above(A, 0.01, method="gram") == 4
+    for method in METHODS:
+        assert count_singular_values_above(A, 0.01, method=method) == 4
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ldl_inertia_count_on_indefinite_symmetric_matrices(seed):
+    # G - cutoff * I is indefinite, so Bunch-Kaufman uses 2x2 pivots; the inertia count
+    # must equal the number of eigenvalues above the cutoff.
+    g = torch.Generator().manual_seed(seed)
+    m = 5 + 7 * seed
+    eigenvalues = torch.linspace(-3, 3, m, dtype=torch.float64) + 0.05  # none at 0 or 1
+    q, _ = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))
+    G = q @ torch.diag(eigenvalues) @ q.T
+    for cutoff in (-2.0, 0.0, 1.0, 2.5):
+        expected = int((eigenvalues > cutoff).sum())
+        assert count_eigenvalues_above(G, cutoff, method="ldl") == expected
+        assert count_eigenvalues_above(G, cutoff, method="eigh") == expected
+
+
+def test_ldl_inertia_count_with_explicit_2x2_pivots():
+    # Zero diagonal forces 2x2 pivots: blocks [[0, b], [b, 0]] have eigenvalues +-b.
+    G = torch.zeros(6, 6, dtype=torch.float64)
+    for k, b in ((0, 1.0), (2, 2.0), (4, 3.0)):
+        G[k, k + 1] = G[k + 1, k] = b
+    assert count_eigenvalues_above(G, 0.0) == 3
+    assert count_eigenvalues_above(G, -2.5) == 5  # -1, -2 above; -3 below
+    assert count_eigenvalues_above(G, 1.5) == 2

@@ -196,7 +196,7 @@ def test_weight_trigger_needs_no_samples():
     assert WeightTrigger().can_grow and ActivationTrigger().can_grow
 
 
-@pytest.mark.parametrize("method", ["gram", "svd"])
+@pytest.mark.parametrize("method", ["ldl", "eigh", "svd"])
 def test_activation_trigger_on_a_real_network(make_mlp, method):
     # Rank-1 inputs and zero biases: relu(t * a_j) spans at most 2 directions, so the first
     # layer's metric starts well below 1.

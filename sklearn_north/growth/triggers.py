@@ -63,7 +63,7 @@ class Never(Trigger):
 class _OrthogonalityTrigger(Trigger):
     """``max(0, floor(M * (phi - gamma * baseline)))`` for an effective-dimension ``phi``."""
 
-    def __init__(self, gamma, epsilon=0.01, baseline="init", method="gram"):
+    def __init__(self, gamma, epsilon=0.01, baseline="init", method="ldl"):
         self.gamma = gamma
         self.epsilon = epsilon
         self.baseline = baseline
@@ -106,21 +106,21 @@ class ActivationTrigger(_OrthogonalityTrigger):
     baseline : {"init", "running_max"}, default="init"
         ``"init"``: the metric at initialisation; ``"running_max"``: also raised to
         ``gamma * phi`` after each evaluation (the reference code's CNN behaviour).
-    method : {"gram", "svd"}, default="gram"
+    method : {"ldl", "eigh", "svd"}, default="ldl"
         How singular values are counted (see ``metrics.count_singular_values_above``).
     """
 
     needs_activations = True
 
-    def __init__(self, gamma=0.97, epsilon=0.01, baseline="init", method="gram"):
+    def __init__(self, gamma=0.97, epsilon=0.01, baseline="init", method="ldl"):
         super().__init__(gamma=gamma, epsilon=epsilon, baseline=baseline, method=method)
 
     def _rank(self, index, site, context):
         post = context.activations(index).post
-        if self.method == "gram":
+        if self.method != "svd":
             # The Gram matrix is cached in the context: initializers reuse it.
             cutoff = self.epsilon**2 * post.shape[0]
-            return metrics.count_eigenvalues_above(context.post_gram(index), cutoff)
+            return metrics.count_eigenvalues_above(context.post_gram(index), cutoff, self.method)
         return metrics.activation_rank(post, self.epsilon, self.method)
 
 
@@ -135,7 +135,7 @@ class WeightTrigger(_OrthogonalityTrigger):
     or lower gamma.
     """
 
-    def __init__(self, gamma=0.99, epsilon=0.01, baseline="init", method="gram"):
+    def __init__(self, gamma=0.99, epsilon=0.01, baseline="init", method="ldl"):
         super().__init__(gamma=gamma, epsilon=epsilon, baseline=baseline, method=method)
 
     def _rank(self, index, site, context):
