@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
 
 from .growth import EVENT_COLUMNS, STRATEGIES, GrowthCallback, make_strategy
+from .growth.callback import EVENT_DTYPES
 
 #: Optimizer name -> torch optimizer class.
 OPTIMIZERS = {
@@ -183,6 +184,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 f"y contains labels not in classes: {np.setdiff1d(y, encoder.classes_)}."
             )
         initial, maximum = self._widths()
+        _check_device(self.device)
         self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         trigger, initializer = make_strategy(
             self.strategy, gamma=self.gamma, epsilon=self.epsilon, n_candidates=self.n_candidates
@@ -195,9 +197,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             random_state=self._seed,
         )
         module, module_kwargs = self._module_spec(X, len(encoder.classes_), initial, maximum)
-        optimizer = (
-            OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else (self.optimizer)
-        )
+        optimizer = OPTIMIZERS.get(self.optimizer, self.optimizer)
         optimizer_kwargs = {f"optimizer__{k}": v for k, v in (self.optimizer_params or {}).items()}
         module_kwargs = {f"module__{k}": v for k, v in module_kwargs.items()}
         net = NeuralNetClassifier(
@@ -259,17 +259,8 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         growth = dict(self.net_.callbacks_)["growth"]
         module = self.net_.module_
         self.hidden_layer_sizes_ = tuple(site.width for site in module.growth_sites())
-        self.growth_history_ = pd.DataFrame(growth.events_, columns=list(EVENT_COLUMNS))
-        self.growth_history_ = self.growth_history_.astype(
-            {
-                "step": "int64",
-                "epoch": "int64",
-                "layer": "int64",
-                "n_added": "int64",
-                "width": "int64",
-                "metric": "float64",
-                "threshold": "float64",
-            }
+        self.growth_history_ = pd.DataFrame(growth.events_, columns=list(EVENT_COLUMNS)).astype(
+            EVENT_DTYPES
         )
         self.loss_curve_ = [float(v) for v in self.net_.history[:, "train_loss"]]
         self.n_iter_ = len(self.net_.history)
@@ -316,6 +307,15 @@ def _as_widths(value, name):
             f"{name} must be a positive int or a sequence of positive ints, got {value!r}."
         )
     return tuple(int(w) for w in widths)
+
+
+def _check_device(device):
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a valid torch device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} was requested but CUDA is not available.")
 
 
 def _cuda_devices(device):

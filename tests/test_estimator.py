@@ -433,12 +433,22 @@ def test_single_class_is_rejected(blobs):
         ({"hidden_layer_sizes": (8, 0)}, "hidden_layer_sizes"),
         ({"lr": 0.0}, "lr"),
         ({"activation": "softmax"}, "activation"),
+        ({"device": "not-a-device"}, "device"),
     ],
 )
 def test_invalid_parameters_are_rejected(blobs, params, match):
     X, y = blobs
     clf = GrowingMLPClassifier(**{**FAST, **params})
     with pytest.raises(ValueError, match=match):
+        clf.fit(X, y)
+    assert_not_fitted(clf)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(blobs):
+    X, y = blobs
+    clf = GrowingMLPClassifier(**{**FAST, "device": "cuda"})
+    with pytest.raises(ValueError, match="CUDA is not available"):
         clf.fit(X, y)
     assert_not_fitted(clf)
 

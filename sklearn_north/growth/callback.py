@@ -15,8 +15,17 @@ from skorch.callbacks import Callback
 from .context import GrowthContext, SampleBuffer
 from .sites import add_neurons
 
-#: Columns of the growth history, one row per growth event.
-EVENT_COLUMNS = ("step", "epoch", "layer", "n_added", "width", "metric", "threshold")
+#: Columns of the growth history, one row per growth event, and their dtypes.
+EVENT_DTYPES = {
+    "step": "int64",
+    "epoch": "int64",
+    "layer": "int64",
+    "n_added": "int64",
+    "width": "int64",
+    "metric": "float64",
+    "threshold": "float64",
+}
+EVENT_COLUMNS = tuple(EVENT_DTYPES)
 
 
 class GrowthCallback(Callback):
