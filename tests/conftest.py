@@ -28,12 +28,12 @@ def inputs():
     return make
 
 
-@pytest.fixture
-def single_thread():
-    """Run a test with one intra-op thread (restored afterwards).
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Run the tests with one intra-op torch thread (restored afterwards).
 
-    The tests use tiny tensors: a second thread only adds synchronisation overhead, which
-    is severe on a loaded 2-core machine.
+    The tests use tiny tensors: a second thread only adds synchronisation, which on a
+    loaded 2-core machine makes them over ten times slower.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(1)

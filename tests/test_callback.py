@@ -21,8 +21,6 @@ from sklearn_north.growth import (
 )
 from sklearn_north.nn import GrowableMLP
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 N_SAMPLES, N_FEATURES, BATCH = 96, 6, 16
 STEPS_PER_EPOCH = N_SAMPLES // BATCH
 

@@ -57,14 +57,6 @@ HISTORY_DTYPES = {
 
 
 # -- data -------------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny tensors: extra intra-op threads only add synchronisation, which on a loaded
-    # 2-core machine makes these tests over ten times slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ few neurons (a full-rank layer of M < 100 neurons never passes its gamma=0.99 tr
 so it exercises the weight trigger without growth.
 """
 
-import pytest
-import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_north import STRATEGIES, GrowingMLPClassifier
@@ -31,16 +29,6 @@ EXPECTED_FAILED_CHECKS = {}
 
 def _expected_failed_checks(estimator):
     return EXPECTED_FAILED_CHECKS.get(estimator.strategy, {})
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Tiny tensors: extra intra-op threads only add synchronisation, which on a loaded
-    # 2-core machine makes these tests over ten times slower.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_every_strategy_is_checked():

@@ -20,8 +20,6 @@ from sklearn_north.growth.initializers import mean_fan_in_norm, random_fan_in, r
 from sklearn_north.growth.metrics import activation_rank
 from sklearn_north.nn import GrowableMLP
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 ALL = {
     "random": RandomInit,
     "select": lambda: SelectInit(n_candidates=64),

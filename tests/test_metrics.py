@@ -39,8 +39,6 @@ def well_separated_values(n_above, n_below, threshold, seed):
     return values
 
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 SHAPES = [(120, 20), (20, 120), (40, 40), (300, 7), (7, 300)]
 FAST_METHODS = ("ldl", "eigh")  # Gram-matrix paths, checked against the plain SVD
 

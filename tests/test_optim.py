@@ -11,8 +11,6 @@ from sklearn_north.growth import NewNeurons, RandomInit, add_neurons, grow_param
 from sklearn_north.growth.optim import extend_optimizer_state, pad_along
 from sklearn_north.nn import GrowableMLP
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 def params_in(optimizer):
     return [p for group in optimizer.param_groups for p in group["params"]]

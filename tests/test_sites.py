@@ -24,8 +24,6 @@ NORTH_INITIALIZERS = [
 ]
 INIT_IDS = ["random", "select", "preactivation", "weight"]
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 
 def grow_every_site(module, initializer, k, samples, seed=0, optimizer=None):
     """Grow each site of ``module`` by ``k`` neurons with ``initializer``, as the callback

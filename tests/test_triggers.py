@@ -21,8 +21,6 @@ from sklearn_north.growth import (
 )
 from sklearn_north.growth.metrics import gram
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 N_SAMPLES = 64
 FAN_IN = 48
 
