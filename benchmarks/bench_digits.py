@@ -5,7 +5,7 @@ the growing one reached, with the same data, optimizer, epochs and seed. Reports
 widths, test accuracy, fit times and their ratio, and the time spent in triggers and
 initializers.
 
-    python benchmarks/bench_digits.py            # all NORTH* strategies, 3 seeds
+    python benchmarks/bench_digits.py            # every dynamic strategy, 3 seeds
     python benchmarks/bench_digits.py --quick    # 1 seed, fewer epochs
 
 Writes ``benchmarks/results/digits.csv`` and ``benchmarks/results/digits.md``.
@@ -22,7 +22,15 @@ from sklearn.model_selection import train_test_split
 from sklearn_north import GrowingMLPClassifier
 
 RESULTS = Path(__file__).parent / "results"
-STRATEGIES = ["north-select", "north-pre", "north-random", "north-weight"]
+STRATEGIES = [
+    "north-select",
+    "north-pre",
+    "north-random",
+    "north-weight",
+    "gradmax",
+    "firefly",
+    "nest",
+]
 
 
 def fit_timed(clf, X, y):

@@ -17,7 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
 
-from .growth import EVENT_COLUMNS, STRATEGIES, GrowthCallback, make_strategy
+from .growth import EVENT_COLUMNS, SCHEDULES, STRATEGIES, GrowthCallback, make_strategy
 from .growth.callback import EVENT_DTYPES
 
 #: Optimizer name -> torch optimizer class.
@@ -46,7 +46,11 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
     """Base class of growing classifiers; subclasses define ``_module_spec``."""
 
     _parameter_constraints = {
-        "strategy": [StrOptions(set(STRATEGIES))],
+        # A tuple is a custom (trigger, initializer) pair, checked by make_strategy.
+        "strategy": [StrOptions(set(STRATEGIES)), tuple],
+        "schedule": [StrOptions(set(SCHEDULES)), None],
+        "schedule_target": ["array-like", Interval(Integral, 1, None, closed="left"), None],
+        "schedule_end": [Interval(Real, 0, 1, closed="right")],
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "max_hidden_layer_sizes": [
             "array-like",
@@ -184,10 +188,18 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 f"y contains labels not in classes: {np.setdiff1d(y, encoder.classes_)}."
             )
         initial, maximum = self._widths()
+        target = self._schedule_target(initial, maximum)
         _check_device(self.device)
         self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        # Fresh copies: fit never modifies the objects of a custom strategy.
         trigger, initializer = make_strategy(
-            self.strategy, gamma=self.gamma, epsilon=self.epsilon, n_candidates=self.n_candidates
+            self.strategy,
+            gamma=self.gamma,
+            epsilon=self.epsilon,
+            n_candidates=self.n_candidates,
+            schedule=self.schedule,
+            schedule_target=target,
+            schedule_end=self.schedule_end,
         )
         growth = GrowthCallback(
             trigger,
@@ -195,6 +207,8 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             trigger_interval=self.trigger_interval,
             buffer_size=self.buffer_size,
             random_state=self._seed,
+            # Schedules plan for max_epochs epochs (partial_fit calls count as epochs).
+            planned_epochs=self.max_epochs,
         )
         module, module_kwargs = self._module_spec(X, len(encoder.classes_), initial, maximum)
         optimizer = OPTIMIZERS.get(self.optimizer, self.optimizer)
@@ -296,6 +310,30 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 f"layer {i} has maximum {m} below its initial width {w}."
             )
         return initial, maximum
+
+    def _schedule_target(self, initial, maximum):
+        """The schedule's target widths: ``maximum`` by default, else within bounds."""
+        if self.schedule is None:
+            return None  # schedule_target is ignored
+        if self.schedule_target is None:
+            return maximum
+        if np.ndim(self.schedule_target) == 0:
+            target = (_as_widths(self.schedule_target, "schedule_target")[0],) * len(initial)
+        else:
+            target = _as_widths(self.schedule_target, "schedule_target")
+        if len(target) != len(initial):
+            raise ValueError(
+                f"schedule_target has {len(target)} entries but hidden_layer_sizes has "
+                f"{len(initial)}."
+            )
+        for i, (t, w, m) in enumerate(zip(target, initial, maximum)):
+            if not w <= t <= m:
+                raise ValueError(
+                    f"schedule_target must be between hidden_layer_sizes and "
+                    f"max_hidden_layer_sizes for every layer; layer {i} has target {t} "
+                    f"outside [{w}, {m}]."
+                )
+        return target
 
 
 def _as_widths(value, name):

@@ -18,17 +18,43 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
 
     Parameters
     ----------
-    strategy : {"north-select", "north-pre", "north-random", "north-weight", "static"}, \
-default="north-select"
-        Trigger and initializer pair (paper, Table 1). ``"static"`` never grows.
+    strategy : str or tuple (trigger, initializer), default="north-select"
+        Trigger and initializer pair: a name of ``sklearn_north.STRATEGIES`` (paper,
+        Table 1: ``"north-select"``, ``"north-pre"``, ``"north-random"``,
+        ``"north-weight"``, and the gradient-based ``"gradmax"``, ``"firefly"``,
+        ``"nest"``; ``"static"`` never grows), or a custom pair of objects,
+        e.g. ``(LinearSchedule(), SelectInit(n_candidates=100))`` from
+        ``sklearn_north.growth``: instances of ``Trigger`` and ``Initializer`` subclasses
+        or any objects with their protocols (see ``sklearn_north.growth.triggers`` and
+        ``.initializers``). Fit copies the objects and never modifies them; to be cloned
+        and pickled they must follow ``ParamsMixin`` (every ``__init__`` argument stored
+        under its name) and be defined at module level.
     hidden_layer_sizes : int or tuple of int, default=(64, 64)
         Initial width of each hidden layer.
     max_hidden_layer_sizes : int, tuple of int or None, default=None
         Maximum width of each hidden layer (an int applies to every layer). ``None``: ten
         times the initial width.
+    schedule : {"linear", "batched"} or None, default=None
+        Replace the strategy's trigger by a preset growth schedule, keeping its initializer
+        (so ``"static"`` cannot have one): every layer grows from its initial width to
+        ``schedule_target`` by the fraction ``schedule_end`` of the planned training,
+        ``max_epochs * ceil(n_samples / batch_size)`` optimizer steps (planned at the first
+        ``fit`` or ``partial_fit``; continued training keeps the widths reached).
+        ``"linear"``: one neuron at a time along a straight line; ``"batched"``: 8
+        evenly spaced stages of equal size (see ``sklearn_north.growth.schedules``).
+    schedule_target : int, tuple of int or None, default=None
+        Target widths of the schedule (an int applies to every layer), between
+        ``hidden_layer_sizes`` and ``max_hidden_layer_sizes``. ``None``: the maximum
+        widths. Ignored without ``schedule``.
+    schedule_end : float in (0, 1], default=0.75
+        Fraction of the planned training by which the schedule reaches its target (the
+        paper: 0.75 for MLPs).
     gamma : float in (0, 1] or None, default=None
         Trigger threshold: the fraction of a layer's initial orthogonality metric it must
-        keep. ``None``: 0.97 for activation triggers, 0.99 for the weight trigger.
+        keep. ``None``: 0.97 for activation triggers, 0.99 for the weight trigger. Unused
+        by the gradient trigger of gradmax/firefly/nest. Applies to named strategies only
+        (a custom pair's objects keep their own parameters), as do ``epsilon`` and
+        ``n_candidates``.
     epsilon : float, default=0.01
         Singular values (of normalised activations or weights) above ``epsilon`` count
         towards the effective dimension.
@@ -72,7 +98,8 @@ default="north-select"
         Final widths of the hidden layers.
     growth_history_ : pandas.DataFrame
         One row per growth event: ``step``, ``epoch``, ``layer``, ``n_added``, ``width``
-        (after the event), ``metric`` and ``threshold`` (the trigger's values).
+        (after the event), ``metric`` and ``threshold`` (the trigger's values; for a
+        schedule, the planned width and the width before the event).
     loss_curve_ : list of float
         Mean training loss of each epoch.
     n_iter_ : int
@@ -101,6 +128,9 @@ default="north-select"
         strategy="north-select",
         hidden_layer_sizes=(64, 64),
         max_hidden_layer_sizes=None,
+        schedule=None,
+        schedule_target=None,
+        schedule_end=0.75,
         gamma=None,
         epsilon=0.01,
         n_candidates=1000,
@@ -121,6 +151,9 @@ default="north-select"
         self.strategy = strategy
         self.hidden_layer_sizes = hidden_layer_sizes
         self.max_hidden_layer_sizes = max_hidden_layer_sizes
+        self.schedule = schedule
+        self.schedule_target = schedule_target
+        self.schedule_end = schedule_end
         self.gamma = gamma
         self.epsilon = epsilon
         self.n_candidates = n_candidates

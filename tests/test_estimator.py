@@ -421,7 +421,6 @@ def test_single_class_is_rejected(blobs):
         ({"gamma": 1.5}, "gamma"),
         ({"gamma": -0.1}, "gamma"),
         ({"strategy": "north-east"}, "strategy"),
-        ({"strategy": "gradmax"}, "strategy"),  # in the SPEC, not implemented
         ({"hidden_layer_sizes": (8, 0)}, "hidden_layer_sizes"),
         ({"lr": 0.0}, "lr"),
         ({"activation": "softmax"}, "activation"),

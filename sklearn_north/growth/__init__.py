@@ -6,9 +6,13 @@ callback).
 
 from .callback import EVENT_COLUMNS, GrowthCallback
 from .context import GrowthContext, SampleBuffer, SiteActivations
+from .gradients import GradientRecorder, GradientSnapshot, SiteGradients
 from .initializers import (
     INITIALIZERS,
+    FireflyInit,
+    GradMaxInit,
     Initializer,
+    NeSTInit,
     PreActivationInit,
     RandomInit,
     SelectInit,
@@ -16,11 +20,13 @@ from .initializers import (
 )
 from .metrics import activation_metric, count_singular_values_above, weight_metric
 from .optim import extend_optimizer_state, grow_parameter
+from .schedules import SCHEDULES, BatchedSchedule, LinearSchedule
 from .sites import Consumer, GrowthSite, NewNeurons, add_neurons
 from .strategies import STRATEGIES, make_strategy
 from .triggers import (
     TRIGGERS,
     ActivationTrigger,
+    GradientTrigger,
     Never,
     Trigger,
     TriggerDecision,
@@ -30,14 +36,23 @@ from .triggers import (
 __all__ = [
     "EVENT_COLUMNS",
     "INITIALIZERS",
+    "SCHEDULES",
     "STRATEGIES",
     "TRIGGERS",
     "ActivationTrigger",
+    "BatchedSchedule",
     "Consumer",
+    "FireflyInit",
+    "GradMaxInit",
+    "GradientRecorder",
+    "GradientSnapshot",
+    "GradientTrigger",
     "GrowthCallback",
     "GrowthContext",
     "GrowthSite",
     "Initializer",
+    "LinearSchedule",
+    "NeSTInit",
     "Never",
     "NewNeurons",
     "PreActivationInit",
@@ -45,6 +60,7 @@ __all__ = [
     "SampleBuffer",
     "SelectInit",
     "SiteActivations",
+    "SiteGradients",
     "Trigger",
     "TriggerDecision",
     "WeightInit",

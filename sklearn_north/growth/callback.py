@@ -6,13 +6,16 @@ build them, add them (optimizer state included) and record the event.
 """
 
 import copy
+import math
 import time
 
 import numpy as np
 import torch
 from skorch.callbacks import Callback
+from skorch.dataset import get_len
 
 from .context import GrowthContext, SampleBuffer
+from .gradients import GradientRecorder
 from .sites import add_neurons
 
 #: Columns of the growth history, one row per growth event, and their dtypes.
@@ -37,9 +40,10 @@ class GrowthCallback(Callback):
     Parameters
     ----------
     trigger : Trigger
-        Copied at ``initialize``; the copy (``trigger_``) holds the baselines.
+        Copied at ``initialize``; the copy (``trigger_``) holds the baselines. Any object
+        with the trigger protocol (see ``triggers``) works.
     initializer : Initializer or None
-        ``None`` only with a trigger that never grows.
+        ``None`` only with a trigger that never grows. Copied at ``initialize``.
     trigger_interval : int, default=1
         Evaluate the triggers every this many optimizer steps (1 = the paper).
     buffer_size : int or None, default=None
@@ -49,13 +53,20 @@ class GrowthCallback(Callback):
         How new entries of Adam-like second-moment state are filled (see ``optim``).
     random_state : int or None
         Seed of the generator used for the samples of the first buffer and for candidates.
+    planned_epochs : int or None, default=None
+        Epochs the training is planned for, which sets ``total_steps_``. ``None``: the
+        net's ``max_epochs`` when training starts.
 
     Attributes
     ----------
     events_ : list of dict
         One dict per growth event with the keys ``EVENT_COLUMNS``.
     step_ : int
-        Optimizer steps seen.
+        Optimizer steps seen (``context.step``).
+    total_steps_ : int or None
+        Optimizer steps the training is planned for (``context.total_steps``), set once,
+        when training first starts: ``planned_steps(net, X, planned_epochs)``. Preset
+        schedules measure the fraction of training against it.
     timings_ : dict
         Seconds spent in ``"trigger"`` and ``"initializer"`` (including the statistics
         each gathered and the tensor surgery).
@@ -69,6 +80,7 @@ class GrowthCallback(Callback):
         buffer_size=None,
         second_moment="mean",
         random_state=None,
+        planned_epochs=None,
     ):
         self.trigger = trigger
         self.initializer = initializer
@@ -76,36 +88,50 @@ class GrowthCallback(Callback):
         self.buffer_size = buffer_size
         self.second_moment = second_moment
         self.random_state = random_state
+        self.planned_epochs = planned_epochs
 
     # -- skorch hooks -------------------------------------------------------------------
 
     def initialize(self):
-        self.trigger_ = copy.deepcopy(self.trigger).reset()
+        # Copies: fit must not modify the objects it was given.
+        self.trigger_ = copy.deepcopy(self.trigger)
+        if hasattr(self.trigger_, "reset"):
+            self.trigger_.reset()
         self.initializer_ = copy.deepcopy(self.initializer)
-        if self.trigger_.can_grow and self.initializer_ is None:
+        if self._can_grow() and self.initializer_ is None:
             raise ValueError("A trigger that can grow needs an initializer.")
         self.events_ = []
         self.step_ = 0
+        self.total_steps_ = None
         self.buffer_ = None
         self.timings_ = {"trigger": 0.0, "initializer": 0.0}
         self._generator = torch.Generator().manual_seed(_seed(self.random_state))
         self._started = False
+        self._detach_recorder()
         return self
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        if self._started or not self.trigger_.can_grow:
+        if not self._can_grow():
+            return
+        if self._uses_gradients():
+            # Hooks keep the step's inputs and output gradients; removed at train end.
+            self._detach_recorder()
+            self._recorder = GradientRecorder().attach(net.module_.growth_sites())
+        if self._started:
             return
         module = net.module_
         sites = module.growth_sites()
         if self._uses_samples():
             self.buffer_ = self._first_buffer(X, sites, net.device)
+        self.total_steps_ = planned_steps(net, X, self.planned_epochs)
         context = self._context(module)
         # Baselines on the untrained network and the first buffer (phi(f_0, l)).
-        self.trigger_.initialize(sites, context)
+        if hasattr(self.trigger_, "initialize"):
+            self.trigger_.initialize(sites, context)
         self._started = True
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
-        if not training or not self.trigger_.can_grow:
+        if not training or not self._can_grow():
             return
         self.step_ += 1
         if self.buffer_ is not None:
@@ -117,12 +143,17 @@ class GrowthCallback(Callback):
         widths = tuple(site.width for site in net.module_.growth_sites())
         net.history.record("widths", "-".join(map(str, widths)))
 
+    def on_train_end(self, net, **kwargs):
+        self._detach_recorder()
+
     # -- Algorithm 1 --------------------------------------------------------------------
 
     def grow(self, net):
         """Evaluate every site's trigger once and grow where it fires."""
         module = net.module_
-        context = self._context(module)
+        recorder = getattr(self, "_recorder", None)
+        gradients = recorder.snapshot(module.growth_sites()) if recorder is not None else None
+        context = self._context(module, gradients)
         for index, site in enumerate(module.growth_sites()):
             if site.room == 0:
                 continue  # nothing it could say would change the network
@@ -135,7 +166,7 @@ class GrowthCallback(Callback):
             tic = time.perf_counter()
             new = self.initializer_(index, site, k, context, self._generator)
             add_neurons(site, new, optimizer=net.optimizer_, second_moment=self.second_moment)
-            context.invalidate()
+            context.site_grew(index, new)
             self.timings_["initializer"] += time.perf_counter() - tic
             self.events_.append(
                 {
@@ -151,10 +182,23 @@ class GrowthCallback(Callback):
 
     # -- helpers ------------------------------------------------------------------------
 
+    def _can_grow(self):
+        return getattr(self.trigger_, "can_grow", True)
+
     def _uses_samples(self):
-        return self.trigger_.needs_activations or getattr(
+        return getattr(self.trigger_, "needs_activations", False) or getattr(
             self.initializer_, "needs_activations", False
         )
+
+    def _uses_gradients(self):
+        return getattr(self.trigger_, "needs_gradients", False) or getattr(
+            self.initializer_, "needs_gradients", False
+        )
+
+    def _detach_recorder(self):
+        recorder = self.__dict__.pop("_recorder", None)
+        if recorder is not None:
+            recorder.detach()
 
     def _first_buffer(self, X, sites, device):
         if self.buffer_size is not None:
@@ -169,13 +213,21 @@ class GrowthCallback(Callback):
         buffer.extend(_as_tensor(X[rows], device))
         return buffer
 
-    def _context(self, module):
+    def _context(self, module, gradients=None):
         samples = self.buffer_.samples() if self.buffer_ is not None else None
         epsilon = getattr(self.trigger_, "epsilon", 0.01)
-        return GrowthContext(module, samples, epsilon=epsilon)
+        return GrowthContext(
+            module,
+            samples,
+            epsilon=epsilon,
+            step=self.step_,
+            total_steps=self.total_steps_,
+            gradients=gradients,
+        )
 
     def __getstate__(self):
         state = self.__dict__.copy()
+        state.pop("_recorder", None)  # hooks and tensors of a training run: never pickled
         if "_generator" in state:
             state["_generator"] = state["_generator"].get_state()
         return state
@@ -186,6 +238,30 @@ class GrowthCallback(Callback):
             state["_generator"] = torch.Generator()
             state["_generator"].set_state(generator)
         self.__dict__.update(state)
+
+
+def planned_steps(net, X, epochs=None):
+    """Optimizer steps that training ``net`` on ``X`` for ``epochs`` epochs takes.
+
+    ``epochs * steps_per_epoch`` with ``epochs=None`` meaning ``net.max_epochs``, and
+    ``steps_per_epoch = ceil(n / batch_size)`` (the last, smaller batch is a step), or
+    ``floor`` where the training iterator has ``drop_last=True``. ``batch_size`` is
+    ``iterator_train__batch_size`` if set, else ``net.batch_size`` (``-1``: all samples).
+    ``n = len(X)``: every sample is trained on, as in the estimators (``train_split=None``;
+    with a validation split the plan overestimates). ``None`` when ``len(X)`` is unknown.
+    """
+    try:
+        n = int(get_len(X))
+    except (TypeError, ValueError):
+        return None
+    epochs = net.max_epochs if epochs is None else epochs
+    kwargs = net.get_params_for("iterator_train")
+    batch_size = kwargs.get("batch_size", net.batch_size)
+    batch_size = n if batch_size in (-1, None) else int(batch_size)
+    if n == 0 or batch_size < 1:
+        return 0
+    per_epoch = n // batch_size if kwargs.get("drop_last", False) else math.ceil(n / batch_size)
+    return int(epochs) * per_epoch
 
 
 def _seed(random_state):

@@ -88,12 +88,25 @@ class GrowthContext:
     epsilon : float
         The effective-dimension threshold, shared by the metric and by initializers that
         need a numerical rank.
+    step : int, default=0
+        Optimizer steps taken so far in this training (``t``).
+    total_steps : int or None, default=None
+        Optimizer steps the training is planned for (``T``, see ``GrowthCallback``);
+        preset schedules grow by a fraction of it. ``None``: no plan is known.
+    gradients : GradientSnapshot or None, default=None
+        Gradient statistics of the training step just taken (see ``gradients``), for
+        triggers and initializers with ``needs_gradients``.
     """
 
-    def __init__(self, module, samples=None, epsilon=0.01):
+    def __init__(
+        self, module, samples=None, epsilon=0.01, step=0, total_steps=None, gradients=None
+    ):
         self.module = module
         self.samples = samples
         self.epsilon = epsilon
+        self.step = step
+        self.total_steps = total_steps
+        self._gradients = gradients
         self._activations = None
         self._grams = {}
 
@@ -116,7 +129,26 @@ class GrowthContext:
             self._grams[index] = metrics.gram(self.activations(index).post)
         return self._grams[index]
 
+    def gradients(self, index):
+        """``SiteGradients`` of site ``index`` on the last training mini-batch.
+
+        ``inputs`` (n, fan_in), ``delta = dL/dZ_{l+1}`` (n, n_out), the auxiliary gradient
+        ``G = delta^T inputs`` (n_out, fan_in) of eq. (6) and the step's parameter
+        gradients (see ``gradients.SiteGradients``).
+        """
+        if self._gradients is None:
+            raise RuntimeError("This growth evaluation has no gradient statistics.")
+        return self._gradients[index]
+
     def invalidate(self):
         """Forget cached statistics (call after the network changed)."""
         self._activations = None
         self._grams = {}
+
+    def site_grew(self, index, new):
+        """Call after ``new`` (``NewNeurons``) were added to site ``index``: forgets the
+        cached activations and brings the gradient statistics of the sites that read the
+        grown one up to date (``GradientSnapshot.site_grew``)."""
+        self.invalidate()
+        if self._gradients is not None:
+            self._gradients.site_grew(index, self.module.growth_sites(), new)

@@ -1,13 +1,27 @@
 """Initializers: how new neurons are set (SPEC section 4).
 
-Every initializer here is function-preserving: new neurons get zero fan-out (and, except
+The NORTH* initializers are function-preserving: new neurons get zero fan-out (and, except
 for Pre-activation, zero bias), so the network's output does not change when they are
 added; gradient descent then integrates them. New fan-in vectors are rescaled to the mean
-fan-in norm of the site's existing neurons.
+fan-in norm of the site's existing neurons. The gradient-based ones (GradMax, Firefly,
+NeST; ``needs_gradients = True``) read the last training step's auxiliary gradient
+(``context.gradients``, see ``gradients``): GradMax has zero fan-in and is
+function-preserving, Firefly preserves the function up to a small noise, NeST changes it.
 
-An initializer is called as ``init(index, site, k, context, generator)`` and returns
-``NewNeurons``. Random numbers come from ``generator`` (a CPU ``torch.Generator``) so that
-a fit is reproducible from its ``random_state``.
+The initializer protocol. Any object is an initializer (e.g. in a custom strategy
+``strategy=(trigger, initializer)``) if it is callable as
+``init(index, site, k, context, generator) -> NewNeurons`` for ``k >= 1`` neurons of site
+``index``: ``NewNeurons(fan_in, bias=None, fan_out=None)`` with ``fan_in`` of shape
+``(k, *site.fan_in_shape)`` on the site's device and dtype, ``bias`` of shape ``(k,)``
+(``None``: zeros) and ``fan_out`` one block per consumer (``None``: zeros, which preserves
+the network's function). ``context`` is the trigger's ``GrowthContext``. Random numbers
+come from ``generator`` (a CPU ``torch.Generator``) so that a fit is reproducible from its
+``random_state``. Optional members: ``needs_activations = False`` (``True`` makes the
+callback keep the sample buffer for ``context.activations``) and ``needs_gradients =
+False`` (``True`` makes it record the last training step's ``context.gradients``). The
+callback deep-copies the initializer before training; cloning and pickling work as for
+triggers (see ``triggers``): subclass ``Initializer`` (a ``ParamsMixin``), define it at
+module level.
 
 Numerical ranks. Where a span or kernel decides the *result* of a method, it is taken at
 machine precision (Weight's kernel, Pre-activation's kernel of ``Z``), so the documented
@@ -33,6 +47,9 @@ class Initializer(ParamsMixin):
     function_preserving = True
     #: Whether the initializer reads activations on the sample buffer.
     needs_activations = False
+    #: Whether the initializer reads the last training step's gradient statistics
+    #: (``context.gradients``); the callback then records them with hooks.
+    needs_gradients = False
 
     def __call__(self, index, site, k, context, generator):
         raise NotImplementedError
@@ -222,10 +239,245 @@ class WeightInit(Initializer):
         return NewNeurons(fan_in=_to_site(site, new.reshape(k, *site.fan_in_shape)))
 
 
+# --- gradient-based initializers (GradMax, Firefly, NeST) --------------------------------
+
+
+def mean_fan_out_norm(site):
+    """Mean L2 norm of the existing neurons' fan-out weights, over all consumers."""
+    sq = 0.0
+    for consumer in site.consumers:
+        w = consumer.module.weight.detach()
+        # (out, M * spatial, ...) -> (M, everything one neuron owns)
+        w = w.unflatten(1, (site.width, consumer.spatial)).transpose(0, 1)
+        sq = sq + w.reshape(site.width, -1).square().sum(dim=1)
+    return float(torch.as_tensor(sq).sqrt().mean())
+
+
+def _unit_columns(A):
+    norms = A.norm(dim=0, keepdim=True)
+    return torch.where(norms > 0, A / norms.clamp_min(1e-300), torch.zeros_like(A))
+
+
+def _fan_out_blocks(site, grads, columns):
+    """Split ``(n_out, k)`` fan-out columns into the per-consumer blocks of ``NewNeurons``."""
+    return [
+        block.to(device=c.module.weight.device, dtype=c.module.weight.dtype)
+        for c, block in zip(site.consumers, grads.split_fan_out(columns))
+    ]
+
+
+def _random_directions(n_rows, k, generator, like):
+    r = torch.randn(n_rows, k, generator=generator, dtype=torch.float64)
+    return _unit_columns(r).to(device=like.device)
+
+
+class GradMaxInit(Initializer):
+    """Zero fan-in, fan-out along the top left singular vectors of ``G`` (GradMax).
+
+    Evci et al. (2022). A new neuron with zero fan-in (and zero bias) has pre-activation 0
+    on every sample; with fan-out ``u`` the gradient of the batch loss with respect to its
+    fan-in is ``act'(0) u^T G``, ``G = dL/dZ_{l+1} H_{l-1}^T`` the auxiliary gradient
+    (``context.gradients(index).G``, shape ``(n_out, fan_in)``). Among orthonormal fan-outs
+    (GradMax's constraint), those that maximise the new fan-ins' total gradient norm
+    ``||U^T G||_F`` are the top-``k`` left singular vectors of ``G``: directions in the
+    consumers' output space. It needs ``act'(0) != 0``; the
+    package's ``"relu"`` has derivative 1 at 0 for this reason.
+
+    Scale: every fan-out column is rescaled to the mean fan-out norm of the existing neurons
+    (the SPEC's common rule; unit norm if they are all zero). Sign: a singular vector's sign
+    is arbitrary and does not change the gradient norm; each is fixed so that its entry of
+    largest magnitude is positive, so the result is deterministic. Beyond the
+    ``min(n_out, fan_in)`` singular vectors, random unit directions (from ``generator``)
+    are used.
+
+    Function-preserving: the new neurons output ``act(0)`` on every sample. That is 0 for
+    relu, tanh and identity. Where it is not (logistic: 0.5), the consumers' biases are
+    reduced in place by ``act(0) * u`` so that the output is still unchanged.
+    """
+
+    needs_gradients = True
+
+    def __call__(self, index, site, k, context, generator):
+        grads = context.gradients(index)
+        G = grads.G.detach().double()
+        U = torch.linalg.svd(G, full_matrices=False)[0][:, :k]
+        if U.shape[1] < k:
+            U = torch.cat([U, _random_directions(G.shape[0], k - U.shape[1], generator, U)], 1)
+        rows = torch.arange(U.shape[1], device=U.device)
+        signs = torch.sign(U[U.abs().argmax(dim=0), rows])
+        U = U * torch.where(signs == 0, torch.ones_like(signs), signs)
+        target = mean_fan_out_norm(site)
+        fan_out = U * (target if target > 0 else 1.0)
+        fan_in = site.producer.weight.new_zeros((k, *site.fan_in_shape))
+        bias = fan_in.new_zeros(k)
+        blocks = _fan_out_blocks(site, grads, fan_out)
+        _compensate_constant_output(site, blocks, site.activation(bias[:1]))
+        return NewNeurons(fan_in=fan_in, bias=bias, fan_out=blocks)
+
+
+def _compensate_constant_output(site, blocks, value):
+    # New neurons that output the constant ``value`` on every sample add value * u to
+    # their consumers' pre-activations; subtracting it from the consumers' biases keeps the
+    # function unchanged.
+    value = float(value.reshape(-1)[0])
+    if value == 0.0:
+        return
+    with torch.no_grad():
+        for consumer, block in zip(site.consumers, blocks):
+            if consumer.module.bias is not None:
+                consumer.module.bias.sub_(value * block.sum(dim=1))
+
+
+class FireflyInit(Initializer):
+    """Best ``k`` of split and new candidate neurons by gradient norm (Firefly).
+
+    Wu et al. (2020). Candidates:
+
+    - *splits*: a copy of an existing neuron ``j``'s fan-in plus noise of norm
+      ``noise * ||w_j||`` (random direction), same bias; its fan-out is half of ``j``'s;
+    - *new*: random fan-in (Glorot direction, rescaled to the mean fan-in norm), zero
+      bias, and an ``noise``-small fan-out: ``noise * (mean fan-out norm)`` along the
+      direction that decreases the batch loss (``-g / ||g||``, ``g`` below).
+
+    Each candidate is scored by the gradient norm of its fan-out on the last training
+    mini-batch, ``||g||`` with ``g = dL/dZ_{l+1}^T act(H_{l-1}^T w + b)`` (all candidates at
+    once: one matrix product), and the ``k`` largest are kept.
+
+    A kept split halves the fan-out of the neuron it splits: **this modifies the existing
+    consumers' weights in place** (under ``torch.no_grad``; the optimizer state of those
+    columns is kept as it is), and the copy takes the other half. Old and new neuron then
+    compute ``u/2 * act(z) + u/2 * act(z + noise)``, the function is preserved up to the
+    noise; new candidates add ``noise``-small outputs. The change of the output is of
+    relative order ``noise`` (1e-4), not zero: ``function_preserving`` is ``False``.
+
+    Parameters
+    ----------
+    n_candidates : int or None, default=None
+        Number of candidates; half of them (at most one per existing neuron, each neuron
+        split at most once) are splits, the others new. ``None``: twice the layer width
+        (every neuron split once, as many new ones).
+    noise : float, default=1e-4
+        Relative size of the split noise and of the new neurons' fan-out.
+    """
+
+    function_preserving = False  # up to the noise
+    needs_gradients = True
+
+    def __init__(self, n_candidates=None, noise=1e-4):
+        self.n_candidates = n_candidates
+        self.noise = noise
+
+    def __call__(self, index, site, k, context, generator):
+        grads = context.gradients(index)
+        width = site.width
+        n_cand = 2 * width if self.n_candidates is None else int(self.n_candidates)
+        n_cand = max(n_cand, k)
+        n_split = min((n_cand + 1) // 2, width)
+        n_new = n_cand - n_split
+
+        producer = site.producer
+        W = producer.weight.detach().double().reshape(width, -1).cpu()
+        b = producer.bias.detach().double().cpu() if producer.bias is not None else None
+        split = torch.randperm(width, generator=generator)[:n_split]
+        noise = torch.randn(n_split, W.shape[1], generator=generator, dtype=torch.float64)
+        noise = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        noise = noise * (self.noise * W[split].norm(dim=1, keepdim=True))
+        new_w, _ = rescale_rows(random_fan_in(site, n_new, generator), mean_fan_in_norm(site))
+        fan_in = torch.cat([W[split] + noise, new_w.reshape(n_new, -1)])
+        bias = torch.cat([b[split] if b is not None else W.new_zeros(n_split), W.new_zeros(n_new)])
+
+        inputs = grads.inputs
+        fan_in_t = fan_in.to(device=inputs.device, dtype=inputs.dtype)
+        bias_t = bias.to(device=inputs.device, dtype=inputs.dtype)
+        with torch.no_grad():
+            acts = site.activation(inputs @ fan_in_t.T + bias_t)
+            g = (grads.delta.T @ acts).double()  # (n_out, n_cand): dL/d(fan-out)
+        chosen = torch.topk(g.norm(dim=0), k).indices.cpu()
+
+        fan_outs = torch.cat([c.module.weight.detach() for c in site.consumers]).double()
+        chosen_split = chosen[chosen < n_split]
+        neurons = split[chosen_split]  # existing neurons that are split (each at most once)
+        columns = torch.empty(fan_outs.shape[0], k, dtype=torch.float64, device=g.device)
+        is_split = chosen < n_split
+        columns[:, is_split.to(g.device)] = fan_outs[:, neurons.to(fan_outs.device)].to(g) / 2
+        eps_out = self.noise * mean_fan_out_norm(site)
+        direction = _unit_columns(g[:, chosen[~is_split].to(g.device)])
+        columns[:, (~is_split).to(g.device)] = -eps_out * direction
+        with torch.no_grad():
+            for consumer in site.consumers:
+                consumer.module.weight[:, neurons.to(consumer.module.weight.device)] *= 0.5
+        return NewNeurons(
+            fan_in=_to_site(site, fan_in[chosen].reshape(k, *site.fan_in_shape)),
+            bias=_to_site(site, bias[chosen]),
+            fan_out=_fan_out_blocks(site, grads, columns),
+        )
+
+
+class NeSTInit(Initializer):
+    """Neurons bridging the input/output pairs with large auxiliary gradient (NeST).
+
+    Dai et al. (2019). From ``G = dL/dZ_{l+1} H_{l-1}^T`` (n_out, fan_in), keep the entries
+    with ``|G_oi|`` above the ``quantile`` (40th percentile) of ``|G|``. A new neuron
+    connects the kept inputs to the kept outputs, each weight of magnitude the square root
+    of the gradient mass it bridges, so that fan-out times fan-in reproduces ``|G|``'s
+    pattern: fan-in ``|w_i| ∝ sqrt(sum_o |G_oi|)``, fan-out ``|u_o| ∝ sqrt(sum_i |G_oi|)``
+    (sums over the kept entries; for a single kept pair this is ``sqrt(|G_oi|)`` on both
+    sides, NeST's rule).
+
+    Signs: the fan-in signs are random (one draw per new neuron, so the ``k`` neurons
+    differ). Each fan-out sign is chosen to decrease the batch loss: with the new neuron's
+    activations ``a = act(H_{l-1}^T w)`` on the last mini-batch, the gradient of the loss
+    with respect to its fan-out is ``g = dL/dZ_{l+1}^T a`` and ``u_o = -sign(g_o) |u_o|``,
+    so the first-order change of the loss, ``u . g``, is never positive.
+
+    Scale: fan-in rescaled to the mean fan-in norm, fan-out to the mean fan-out norm of the
+    existing neurons; bias 0. Not function-preserving (by design, SPEC section 4).
+
+    Parameters
+    ----------
+    quantile : float in [0, 1), default=0.4
+        Entries of ``|G|`` above this quantile are kept.
+    """
+
+    function_preserving = False
+    needs_gradients = True
+
+    def __init__(self, quantile=0.4):
+        self.quantile = quantile
+
+    def __call__(self, index, site, k, context, generator):
+        grads = context.gradients(index)
+        A = grads.G.detach().double().abs()
+        kept = A * (A > torch.quantile(A.flatten(), float(self.quantile)))
+        in_mass = kept.sum(dim=0).sqrt().cpu()  # (fan_in,)
+        out_mass = kept.sum(dim=1).sqrt()  # (n_out,)
+        signs = torch.randint(0, 2, (k, in_mass.numel()), generator=generator) * 2 - 1
+        if in_mass.max() > 0:
+            fan_in = signs.double() * in_mass
+        else:  # no gradient at all: random directions
+            fan_in = random_fan_in(site, k, generator).reshape(k, -1)
+        fan_in, _ = rescale_rows(fan_in, mean_fan_in_norm(site))
+
+        inputs = grads.inputs
+        with torch.no_grad():
+            acts = site.activation(inputs @ fan_in.to(inputs).T)
+            g = (grads.delta.T @ acts).double()  # (n_out, k): dL/d(fan-out) at u = 0
+        fan_out = -torch.sign(g) * out_mass[:, None]
+        fan_out = _unit_columns(fan_out) * mean_fan_out_norm(site)
+        return NewNeurons(
+            fan_in=_to_site(site, fan_in.reshape(k, *site.fan_in_shape)),
+            bias=site.producer.weight.new_zeros(k),
+            fan_out=_fan_out_blocks(site, grads, fan_out),
+        )
+
+
 #: Initializer classes by name.
 INITIALIZERS = {
     "random": RandomInit,
     "select": SelectInit,
     "preactivation": PreActivationInit,
     "weight": WeightInit,
+    "gradmax": GradMaxInit,
+    "firefly": FireflyInit,
+    "nest": NeSTInit,
 }

@@ -1,0 +1,302 @@
+"""Per-step gradient statistics for ``T_grad``, GradMax, Firefly and NeST (SPEC sections 3-4).
+
+The auxiliary gradient of the paper's eq. (6) is the gradient of the loss with respect to
+an all-zero weight matrix bridging a site's input ``H_{l-1}`` directly to its consumers'
+pre-activations ``Z_{l+1}``. Over a mini-batch, sample-major:
+
+``G = delta^T @ inputs``, shape ``(n_out, fan_in)``
+
+with ``inputs = H_{l-1}^T`` (n, fan_in), the producer's input, and
+``delta = dL/dZ_{l+1}`` (n, n_out), the gradient of the loss with respect to the
+consumer's output. Both are tensors the training step computes anyway; no auxiliary module
+runs. ``GradientRecorder`` keeps them with hooks:
+
+- a forward hook on each site's producer keeps its input (a reference, no copy);
+- a forward hook on each consumer registers a hook on its *output tensor*, which keeps the
+  gradient that flows into it during ``backward``.
+
+Hooks record only in training mode with gradients enabled, so predictions, the sample
+buffer's forward passes and validation do not overwrite the step's statistics.
+
+``snapshot(sites)`` (called by the growth callback after the optimizer step) hands the
+recorded tensors of the step that just happened to a ``GradientSnapshot``, together with
+references to the parameters' ``.grad`` of that step (still the step's gradients:
+skorch zeroes them at the start of the next step). It then forgets them, so statistics of
+one step are never reused for another.
+
+Only dense sites are supported: a ``Linear`` producer whose consumers are ``Linear``
+modules reading one column per neuron. (A conv site's ``G`` is a kernel per channel pair,
+SPEC section 3; not implemented.)
+"""
+
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+from torch import nn
+
+__all__ = ["GradientRecorder", "GradientSnapshot", "SiteGradients"]
+
+
+@dataclass
+class SiteGradients:
+    """Gradient statistics of one site on the last training mini-batch, sample-major.
+
+    Attributes
+    ----------
+    inputs : torch.Tensor of shape (n, fan_in)
+        The producer's input ``H_{l-1}^T`` (detached).
+    delta : torch.Tensor of shape (n, n_out)
+        ``dL/dZ_{l+1}``: the gradient of the batch loss with respect to the consumers'
+        outputs, the consumers' columns concatenated in ``site.consumers`` order.
+    weight_grad : torch.Tensor of shape (M, fan_in)
+        The producer's weight gradient (row ``m``: ``dL/dw_m^in`` without bias).
+    bias_grad : torch.Tensor of shape (M,) or None
+    fan_out_grad : torch.Tensor of shape (n_out, M)
+        The consumers' weight gradients, stacked (column ``m``: ``dL/dw_m^out``).
+    consumer_sizes : tuple of int
+        Output sizes of the consumers, to split an ``n_out`` vector into per-consumer
+        fan-out blocks.
+    """
+
+    inputs: torch.Tensor
+    delta: torch.Tensor
+    weight_grad: torch.Tensor
+    bias_grad: torch.Tensor | None
+    fan_out_grad: torch.Tensor
+    consumer_sizes: tuple
+    _G: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def n_samples(self):
+        return self.inputs.shape[0]
+
+    @property
+    def G(self):
+        """The auxiliary gradient ``delta^T @ inputs`` (n_out, fan_in) of eq. (6)."""
+        if self._G is None:
+            self._G = self.delta.T @ self.inputs
+        return self._G
+
+    def fan_in_grad_norms(self, include_bias=True):
+        """``||dL/dw_m^in||`` per existing neuron (M,).
+
+        With ``include_bias`` (default) the bias gradient is part of the fan-in, as in the
+        paper's notation, where ``W_l`` carries the biases as an extra column.
+        """
+        sq = self.weight_grad.square().sum(dim=1)
+        if include_bias and self.bias_grad is not None:
+            sq = sq + self.bias_grad.square()
+        return sq.sqrt()
+
+    def fan_out_grad_norms(self):
+        """``||dL/dw_m^out||`` per existing neuron (M,), over all consumers."""
+        return self.fan_out_grad.norm(dim=0)
+
+    def split_fan_out(self, vectors):
+        """Split ``(n_out, k)`` fan-out columns into one ``(out_c, k)`` block per consumer."""
+        return list(torch.split(vectors, list(self.consumer_sizes), dim=0))
+
+
+class GradientSnapshot:
+    """The ``SiteGradients`` of every site for one growth evaluation.
+
+    When a site grows during the evaluation, ``site_grew`` keeps the others consistent:
+    a site that reads the grown site's output gets the new neurons' activations on the
+    recorded batch appended to its ``inputs`` (``act(inputs_l @ w_new^T + b_new)``) and
+    the matching columns ``delta_l^T @ a_new`` appended to its weight gradient, i.e. what
+    the step would have recorded had the new neurons been there. This is exact for
+    function-preserving growth; a function-changing initializer's effect on downstream
+    activations and gradients is only seen from the next step on. The grown site itself,
+    and a site whose output the grown site reads, are marked out of date (their recorded
+    shapes no longer match the network; they are not evaluated again in the same pass).
+    """
+
+    def __init__(self, records):
+        self._records = dict(records)
+        self._stale = set()
+
+    def __getitem__(self, index):
+        if index in self._stale:
+            raise RuntimeError(
+                f"The gradient statistics of site {index} are out of date: a site it "
+                "depends on grew since the training step they were recorded on."
+            )
+        record = self._records.get(index)
+        if record is None:
+            raise RuntimeError(
+                f"No gradient statistics were recorded for site {index}: gradients are "
+                "captured during training steps only."
+            )
+        return record
+
+    def __contains__(self, index):
+        return index in self._records and index not in self._stale
+
+    def site_grew(self, index, sites, new):
+        """Update the statistics after ``new`` neurons were added to ``sites[index]``.
+
+        ``sites`` is the list of growth sites (``sites[index]`` already grown); ``new`` the
+        ``NewNeurons`` that were added.
+        """
+        grown = sites[index]
+        record = self._records.get(index) if index not in self._stale else None
+        self._stale.add(index)
+        # Where each consumer's columns lie in the grown site's delta.
+        slices, offset = {}, 0
+        if record is not None:
+            for consumer, size in zip(grown.consumers, record.consumer_sizes):
+                slices[id(consumer.module)] = slice(offset, offset + size)
+                offset += size
+        consumers = {id(c.module) for c in grown.consumers}
+        for j, site in enumerate(sites):
+            if j == index or j not in self._records or j in self._stale:
+                continue
+            if id(site.producer) in consumers:
+                if record is None:
+                    self._stale.add(j)
+                else:
+                    self._extend_inputs(j, grown, record, new, slices[id(site.producer)])
+            elif any(c.module is grown.producer for c in site.consumers):
+                self._stale.add(j)
+
+    def _extend_inputs(self, j, grown, record, new, columns):
+        down = self._records[j]
+        like = record.inputs
+        fan_in = new.fan_in.reshape(new.k, -1).to(device=like.device, dtype=like.dtype)
+        bias = (
+            new.bias.to(device=like.device, dtype=like.dtype)
+            if new.bias is not None
+            else like.new_zeros(new.k)
+        )
+        with torch.no_grad():
+            a_new = grown.activation(like @ fan_in.T + bias)
+            # dL/dW for the new input columns of site j's producer: its output gradient
+            # (the grown site's delta, this consumer's columns) times their activations.
+            new_grad = record.delta[:, columns].T @ a_new
+        self._records[j] = SiteGradients(
+            inputs=torch.cat([down.inputs, a_new.to(down.inputs.dtype)], dim=1),
+            delta=down.delta,
+            weight_grad=torch.cat([down.weight_grad, new_grad.to(down.weight_grad.dtype)], 1),
+            bias_grad=down.bias_grad,
+            fan_out_grad=down.fan_out_grad,
+            consumer_sizes=down.consumer_sizes,
+        )
+
+
+class GradientRecorder:
+    """Keeps the producer inputs and consumer-output gradients of the last training step.
+
+    Usage: ``attach(sites)`` registers the hooks, ``snapshot(sites)`` returns (and
+    forgets) what the last training step recorded, ``detach()`` removes the hooks.
+
+    A recorder never pickles its hooks or tensors: its pickled state is empty and
+    inactive (hooks left on a module pickled while attached then do nothing).
+    """
+
+    def __init__(self):
+        self._handles = []
+        self._inputs = {}
+        self._deltas = {}
+        self.active = False
+
+    # -- hooks --------------------------------------------------------------------------
+
+    def attach(self, sites):
+        """Register the hooks on ``sites``' producers and consumers (replacing old ones)."""
+        self.detach()
+        producers, consumers = {}, {}
+        for site in sites:
+            _check_dense(site)
+            producers[id(site.producer)] = site.producer
+            for c in site.consumers:
+                consumers[id(c.module)] = c.module
+        for module in producers.values():
+            self._handles.append(module.register_forward_hook(self._keep_input))
+        for module in consumers.values():
+            self._handles.append(module.register_forward_hook(self._watch_output))
+        self.active = True
+        return self
+
+    def detach(self):
+        """Remove every hook and forget the recorded tensors."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._inputs = {}
+        self._deltas = {}
+        self.active = False
+        return self
+
+    @property
+    def n_hooks(self):
+        return len(self._handles)
+
+    @staticmethod
+    def _recording(module):
+        return module.training and torch.is_grad_enabled()
+
+    def _keep_input(self, module, args, output):
+        if self.active and self._recording(module):
+            self._inputs[id(module)] = args[0].detach()
+
+    def _watch_output(self, module, args, output):
+        if self.active and self._recording(module):
+            # A new forward pass: the previous pass's gradient no longer matches the
+            # inputs being recorded (a forward without backward leaves no statistics).
+            self._deltas.pop(id(module), None)
+            if output.requires_grad:
+                output.register_hook(partial(self._keep_delta, id(module)))
+
+    def _keep_delta(self, key, grad):
+        if self.active:
+            self._deltas[key] = grad.detach()
+
+    # -- statistics ---------------------------------------------------------------------
+
+    def snapshot(self, sites):
+        """``GradientSnapshot`` of the last training step for ``sites``; then forget it.
+
+        Reads the parameters' current ``.grad`` (those of the last step). A site whose
+        tensors were not all recorded has no entry.
+        """
+        records = {}
+        for index, site in enumerate(sites):
+            inputs = self._inputs.get(id(site.producer))
+            deltas = [self._deltas.get(id(c.module)) for c in site.consumers]
+            weight_grad = site.producer.weight.grad
+            fan_out_grads = [c.module.weight.grad for c in site.consumers]
+            if (
+                inputs is None
+                or weight_grad is None
+                or any(d is None or d.shape[0] != inputs.shape[0] for d in deltas)
+                or any(g is None for g in fan_out_grads)
+            ):
+                continue
+            bias = site.producer.bias
+            records[index] = SiteGradients(
+                inputs=inputs.reshape(inputs.shape[0], -1),
+                delta=torch.cat(deltas, dim=1) if len(deltas) > 1 else deltas[0],
+                weight_grad=weight_grad.reshape(weight_grad.shape[0], -1),
+                bias_grad=bias.grad if bias is not None else None,
+                fan_out_grad=torch.cat(fan_out_grads, dim=0),
+                consumer_sizes=tuple(d.shape[1] for d in deltas),
+            )
+        self._inputs = {}
+        self._deltas = {}
+        return GradientSnapshot(records)
+
+    def __getstate__(self):
+        return {"_handles": [], "_inputs": {}, "_deltas": {}, "active": False}
+
+
+def _check_dense(site):
+    if not isinstance(site.producer, nn.Linear) or not all(
+        isinstance(c.module, nn.Linear) and c.spatial == 1 for c in site.consumers
+    ):
+        raise NotImplementedError(
+            f"Gradient statistics are implemented for dense sites only (Linear producer "
+            f"and consumers); site {site.name!r} is not one."
+        )
+    if not site.consumers:
+        raise ValueError(f"Site {site.name!r} has no consumer: it has no fan-out gradient.")

@@ -1,0 +1,389 @@
+"""Gradient statistics captured by hooks, the ReLU with derivative 1 at 0, and ``T_grad``
+(SPEC sections 3-4, paper eq. 6)."""
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skorch import NeuralNetClassifier
+from torch import nn
+
+from sklearn_north.growth import (
+    GradientRecorder,
+    GradientTrigger,
+    GradMaxInit,
+    GrowthCallback,
+    GrowthContext,
+    NewNeurons,
+    RandomInit,
+    add_neurons,
+)
+from sklearn_north.nn import ACTIVATIONS, GrowableMLP
+from sklearn_north.nn.activations import relu
+
+
+def trained_like(module, seed=0, scale=0.3):
+    """Move every weight and bias away from its initial value, as training would."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return module
+
+
+def batch(n=40, n_features=6, n_classes=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, n_features, generator=g)
+    y = torch.randint(0, n_classes, (n,), generator=g)
+    return X, y
+
+
+def recorded_step(module, X, y):
+    """One training forward/backward recorded by hooks; the snapshot of its statistics."""
+    recorder = GradientRecorder().attach(module.growth_sites())
+    module.train()
+    module.zero_grad()
+    F.cross_entropy(module(X), y).backward()
+    snapshot = recorder.snapshot(module.growth_sites())
+    recorder.detach()
+    return snapshot
+
+
+def auxiliary_gradient(module, X, y, index):
+    """Brute force ``G``: the gradient of the loss with respect to an explicit all-zero
+    ``Linear`` that bridges layer ``index``'s input to layer ``index + 1``'s
+    pre-activation."""
+    module = copy.deepcopy(module)
+    act = ACTIVATIONS[module.activation]
+    layers = module.layers
+    aux = nn.Linear(layers[index].in_features, layers[index + 1].out_features, bias=False)
+    nn.init.zeros_(aux.weight)
+    h = X
+    for i, layer in enumerate(layers):
+        if i == index:
+            bridged = h
+        z = layer(h)
+        if i == index + 1:
+            z = z + aux(bridged)
+        h = act(z) if i < len(layers) - 1 else z
+    F.cross_entropy(h, y).backward()
+    return aux.weight.grad
+
+
+def direct_threshold(module, index, include_bias=True):
+    """``sum_m ||dL/dw_m^in|| + ||dL/dw_m^out||`` from the parameters' ``.grad``."""
+    producer, consumer = module.layers[index], module.layers[index + 1]
+    fan_in = producer.weight.grad.double()
+    if include_bias:
+        fan_in = torch.cat([fan_in, producer.bias.grad.double()[:, None]], dim=1)
+    fan_out = consumer.weight.grad.double()
+    return float(fan_in.norm(dim=1).sum() + fan_out.norm(dim=0).sum())
+
+
+# --- G against an explicit auxiliary layer -----------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("index", [0, 1])
+def test_G_is_the_gradient_of_an_explicit_zero_auxiliary_layer(make_mlp, activation, index):
+    module = trained_like(make_mlp(n_features=6, hidden=(5, 4), activation=activation))
+    X, y = batch()
+    grads = recorded_step(module, X, y)[index]
+    brute = auxiliary_gradient(module, X, y, index)
+
+    layers = module.layers
+    assert (
+        grads.G.shape == brute.shape == (layers[index + 1].out_features, layers[index].in_features)
+    )
+    torch.testing.assert_close(grads.G, brute, rtol=1e-5, atol=1e-7)
+    assert brute.abs().max() > 1e-3  # not trivially zero
+    s_hooks = torch.linalg.svdvals(grads.G.double())
+    s_brute = torch.linalg.svdvals(brute.double())
+    torch.testing.assert_close(s_hooks, s_brute, rtol=1e-5, atol=1e-8)
+    # The step's parameter gradients are those of the same backward pass.
+    assert grads.weight_grad.data_ptr() == module.layers[index].weight.grad.data_ptr()
+    torch.testing.assert_close(grads.fan_out_grad, module.layers[index + 1].weight.grad)
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_gradmax_fan_out_is_the_top_left_singular_vectors_of_G(make_mlp, index):
+    module = trained_like(make_mlp(n_features=8, hidden=(6, 5), n_outputs=4))
+    X, y = batch(n=50, n_features=8, n_classes=4)
+    context = GrowthContext(module, gradients=recorded_step(module, X, y))
+    site = module.growth_sites()[index]
+    k = 3
+    new = GradMaxInit()(index, site, k, context, torch.Generator().manual_seed(0))
+
+    U, s, _ = np.linalg.svd(auxiliary_gradient(module, X, y, index).double().numpy())
+    assert np.all(s[:k] > 1.05 * s[1 : k + 1])  # distinct: the directions are determined
+    fan_out = torch.cat(new.fan_out).double().numpy()  # (n_out, k)
+    cos = np.abs(np.sum(fan_out * U[:, :k], axis=0)) / np.linalg.norm(fan_out, axis=0)
+    np.testing.assert_allclose(cos, 1.0, atol=1e-5)
+    # Zero fan-in and bias; fan-out rescaled to the mean fan-out norm of existing neurons.
+    assert torch.all(new.fan_in == 0) and torch.all(new.bias == 0)
+    w_out = module.layers[index + 1].weight.detach()
+    np.testing.assert_allclose(
+        np.linalg.norm(fan_out, axis=0), float(w_out.norm(dim=0).mean()), rtol=1e-5
+    )
+    # Sign convention: the entry of largest magnitude is positive.
+    assert np.all(fan_out[np.abs(fan_out).argmax(axis=0), np.arange(k)] > 0)
+
+
+# --- T_grad ------------------------------------------------------------------------------
+
+
+def test_trigger_counts_singular_values_above_the_gradient_norm_sum(make_mlp):
+    # Narrow layers (few neurons in the threshold's sum) so that some values are above.
+    module = trained_like(make_mlp(n_features=10, hidden=(3, 2), n_outputs=6), scale=0.5)
+    counts = []
+    for index in (0, 1):
+        for seed in range(4):
+            X, y = batch(n=64, n_features=10, n_classes=6, seed=seed)
+            context = GrowthContext(module, gradients=recorded_step(module, X, y))
+            G = auxiliary_gradient(module, X, y, index).double()
+            s = np.linalg.svd(G.numpy(), compute_uv=False)
+            base = direct_threshold(module, index)
+            for scale in (1.0, 0.5, 0.15, 0.05):
+                decision = GradientTrigger(scale=scale)(
+                    index, module.growth_sites()[index], context
+                )
+                assert decision.threshold == pytest.approx(scale * base, rel=1e-5)
+                expected = int(np.sum(s > scale * base))
+                assert decision.n_neurons == expected
+                if expected:
+                    assert decision.metric == pytest.approx(s[0], rel=1e-5)
+                counts.append(expected)
+    # The cases cover both sides of the threshold.
+    assert min(counts) == 0 and max(counts) >= 2, counts
+
+
+def test_scale_halves_the_threshold_and_bias_is_part_of_the_fan_in(make_mlp):
+    module = trained_like(make_mlp())
+    X, y = batch()
+    context = GrowthContext(module, gradients=recorded_step(module, X, y))
+    site = module.growth_sites()[0]
+    full = GradientTrigger()(0, site, context).threshold
+    half = GradientTrigger(scale=0.5)(0, site, context).threshold
+    assert half == pytest.approx(full / 2, rel=1e-12)
+    assert full == pytest.approx(direct_threshold(module, 0), rel=1e-5)
+    no_bias = GradientTrigger(include_bias=False)(0, site, context).threshold
+    assert no_bias == pytest.approx(direct_threshold(module, 0, include_bias=False), rel=1e-5)
+    assert no_bias < full
+
+
+def test_flags_and_registries():
+    from sklearn_north.growth import INITIALIZERS, STRATEGIES, TRIGGERS, make_strategy
+    from sklearn_north.growth.initializers import Initializer
+    from sklearn_north.growth.triggers import ActivationTrigger, Trigger
+
+    assert TRIGGERS["gradient"] is GradientTrigger
+    assert GradientTrigger.needs_gradients and not GradientTrigger.needs_activations
+    assert not Trigger.needs_gradients and not ActivationTrigger.needs_gradients
+    assert not Initializer.needs_gradients
+    for name in ("gradmax", "firefly", "nest"):
+        assert STRATEGIES[name] == ("gradient", name)
+        assert INITIALIZERS[name].needs_gradients
+        # The estimator's gamma/epsilon do not apply to T_grad (it has no such parameter).
+        trigger, initializer = make_strategy(name, gamma=0.5, epsilon=0.02, n_candidates=7)
+        assert isinstance(trigger, GradientTrigger) and trigger.scale == 1.0
+        assert isinstance(initializer, INITIALIZERS[name])
+    assert INITIALIZERS["gradmax"].function_preserving
+    assert not INITIALIZERS["firefly"].function_preserving  # up to its noise
+    assert not INITIALIZERS["nest"].function_preserving
+
+
+# --- the recorder --------------------------------------------------------------------------
+
+
+def test_only_training_steps_are_recorded(make_mlp):
+    module = make_mlp()
+    recorder = GradientRecorder().attach(module.growth_sites())
+    X, y = batch()
+    module.train()
+    module.zero_grad()
+    F.cross_entropy(module(X), y).backward()
+    other = torch.randn(len(X), 6)  # same size: only the recording rules tell them apart
+    module.eval()
+    with torch.no_grad():
+        module(other)  # prediction
+    module.train()
+    with torch.no_grad():
+        module.site_activations(other)  # the sample buffer's statistics
+    module(other)  # a training-mode forward without backward: no delta
+    snapshot = recorder.snapshot(module.growth_sites())
+    assert 0 not in snapshot and 1 not in snapshot  # inputs and deltas no longer match
+    F.cross_entropy(module(X), y).backward()
+    snapshot = recorder.snapshot(module.growth_sites())
+    assert torch.equal(snapshot[0].inputs, X)
+    # A snapshot hands the step over: the next one has nothing until the next step.
+    with pytest.raises(RuntimeError, match="training steps"):
+        recorder.snapshot(module.growth_sites())[0]
+    recorder.detach()
+    assert recorder.n_hooks == 0
+    assert all(not m._forward_hooks for m in module.modules())
+
+
+def test_a_module_pickled_with_hooks_attached_carries_no_statistics(make_mlp):
+    # E.g. a net pickled by a callback during training: the hooks go along, inert.
+    module = make_mlp()
+    recorder = GradientRecorder().attach(module.growth_sites())
+    X, y = batch()
+    F.cross_entropy(module(X), y).backward()
+    loaded = pickle.loads(pickle.dumps(module))
+    loaded_recorder = next(iter(loaded.layers[0]._forward_hooks.values())).__self__
+    assert loaded_recorder is not recorder
+    assert not loaded_recorder.active and loaded_recorder.n_hooks == 0
+    assert loaded_recorder._inputs == {} and loaded_recorder._deltas == {}
+    F.cross_entropy(loaded(X), y).backward()  # trains as usual, records nothing
+    assert loaded_recorder._inputs == {} and loaded_recorder._deltas == {}
+    recorder.detach()
+
+
+def test_snapshot_follows_growth_of_an_upstream_site(make_mlp):
+    # RandomInit: non-zero fan-in, zero fan-out: function-preserving with non-zero new
+    # activations, so the extended statistics must equal a fresh recording exactly.
+    module = trained_like(make_mlp(n_features=6, hidden=(5, 4)))
+    X, y = batch()
+    snapshot = recorded_step(module, X, y)
+    context = GrowthContext(module, gradients=snapshot)
+    site = module.growth_sites()[0]
+    new = RandomInit()(0, site, 3, context, torch.Generator().manual_seed(0))
+    add_neurons(site, new)
+    context.site_grew(0, new)
+    with pytest.raises(RuntimeError, match="out of date"):
+        context.gradients(0)
+    fresh = recorded_step(module, X, y)[1]
+    extended = context.gradients(1)
+    assert extended.inputs.shape == (len(X), 8)
+    torch.testing.assert_close(extended.inputs, fresh.inputs)
+    torch.testing.assert_close(extended.weight_grad, fresh.weight_grad)
+    torch.testing.assert_close(extended.G, fresh.G)
+    assert extended.weight_grad[:, 5:].abs().max() > 0
+    # The trigger reads it without complaint.
+    GradientTrigger()(1, module.growth_sites()[1], context)
+
+
+# --- ReLU with derivative 1 at 0 ---------------------------------------------------------
+
+
+def test_relu_forward_and_backward():
+    x = torch.tensor([-2.0, -0.0, 0.0, 1e-30, 3.0], requires_grad=True)
+    y = relu(x)
+    assert torch.equal(y, torch.relu(x.detach()))
+    y.backward(torch.full_like(x, 2.0))
+    assert torch.equal(x.grad, torch.tensor([0.0, 2.0, 2.0, 2.0, 2.0]))
+
+
+def test_mlp_relu_is_the_one_with_gradient_at_zero():
+    assert ACTIVATIONS["relu"] is relu
+
+
+def _zero_fan_in_step(make_mlp):
+    """Grow a zero-fan-in neuron with non-zero fan-out into hidden layer 0, take one Adam
+    step; return the new neuron's fan-in gradient and its fan-in after the step."""
+    module = trained_like(make_mlp(n_features=6, hidden=(5, 4)))
+    site = module.growth_sites()[0]
+    g = torch.Generator().manual_seed(0)
+    fan_out = torch.randn(4, 1, generator=g)
+    add_neurons(site, NewNeurons(fan_in=torch.zeros(1, 6), bias=torch.zeros(1), fan_out=[fan_out]))
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
+    X, y = batch()
+    optimizer.zero_grad()
+    F.cross_entropy(module(X), y).backward()
+    grad = module.layers[0].weight.grad[-1].clone()
+    optimizer.step()
+    return grad, module.layers[0].weight.detach()[-1]
+
+
+def test_zero_fan_in_neuron_learns_with_the_package_relu(make_mlp, monkeypatch):
+    grad, fan_in = _zero_fan_in_step(make_mlp)
+    assert grad.abs().max() > 1e-4
+    assert fan_in.abs().max() > 1e-3  # it moved on the next step
+    # With torch.relu (derivative 0 at 0) it would never learn.
+    monkeypatch.setitem(ACTIVATIONS, "relu", torch.relu)
+    grad, fan_in = _zero_fan_in_step(make_mlp)
+    assert torch.all(grad == 0) and torch.all(fan_in == 0)
+
+
+# --- in the callback ---------------------------------------------------------------------
+
+
+class SpyTrigger(GradientTrigger):
+    """``T_grad`` that keeps what it saw (the batch's inputs and the step's gradients)."""
+
+    def reset(self):
+        super().reset()
+        self.seen_ = []
+        return self
+
+    def __call__(self, index, site, context):
+        grads = context.gradients(index)
+        if index == 0:
+            self.seen_.append(
+                (
+                    grads.inputs.clone(),
+                    grads.weight_grad.clone(),
+                    site.producer.weight.grad.clone(),
+                )
+            )
+        return super().__call__(index, site, context)
+
+
+def make_net(trigger, initializer, hidden=(2, 2), max_hidden=(6, 6), max_epochs=2):
+    torch.manual_seed(0)
+    return NeuralNetClassifier(
+        GrowableMLP,
+        module__n_features=6,
+        module__hidden_layer_sizes=hidden,
+        module__n_outputs=2,
+        module__max_hidden_layer_sizes=max_hidden,
+        criterion=nn.CrossEntropyLoss,
+        optimizer=torch.optim.Adam,
+        lr=0.01,
+        batch_size=16,
+        max_epochs=max_epochs,
+        train_split=None,
+        iterator_train__shuffle=False,
+        callbacks=[("growth", GrowthCallback(trigger, initializer, random_state=0))],
+        verbose=0,
+    )
+
+
+@pytest.fixture
+def data():
+    g = np.random.default_rng(0)
+    X = g.normal(size=(96, 6)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+    return X, y
+
+
+def test_callback_uses_the_current_steps_batch_and_gradients(data):
+    X, y = data
+    net = make_net(SpyTrigger(scale=1e6), GradMaxInit(), max_epochs=1)  # never fires
+    net.fit(X, y)
+    seen = dict(net.callbacks_)["growth"].trigger_.seen_
+    assert len(seen) == 6  # one evaluation per step
+    for step, (inputs, weight_grad, param_grad) in enumerate(seen):
+        np.testing.assert_array_equal(inputs.numpy(), X[16 * step : 16 * (step + 1)])
+        assert torch.equal(weight_grad, param_grad)  # the step's .grad, not a later one
+
+
+def test_hooks_live_only_during_training_and_are_never_pickled(data):
+    X, y = data
+    net = make_net(GradientTrigger(scale=0.1), GradMaxInit())
+    net.initialize()
+    cb = dict(net.callbacks_)["growth"]
+    cb.on_train_begin(net, X=X, y=y)
+    # A hook on each producer (layers 0, 1) and on each consumer (layers 1, 2).
+    assert cb._recorder.n_hooks == 4
+    assert b"GradientRecorder" not in pickle.dumps(cb)
+    cb.on_train_end(net)
+    assert all(not m._forward_hooks for m in net.module_.modules())
+
+    net.fit(X, y)
+    assert dict(net.callbacks_)["growth"].events_  # it grew
+    assert all(not m._forward_hooks for m in net.module_.modules())
+    assert b"GradientRecorder" not in pickle.dumps(net)
