@@ -12,6 +12,7 @@ Writes ``benchmarks/results/digits.csv`` and ``benchmarks/results/digits.md``.
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import pandas as pd
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from sklearn_north import STRATEGIES as REGISTRY
 from sklearn_north import GrowingMLPClassifier
+from sklearn_north.growth import INITIALIZERS, GradientTrigger
 
 RESULTS = Path(__file__).parent / "results"
 STRATEGIES = [
@@ -39,8 +42,20 @@ def fit_timed(clf, X, y):
     return time.perf_counter() - tic
 
 
-def run(strategy, seed, args, data):
+def build_strategy(name, args):
+    """The named strategy, or for a gradient strategy with ``--grad-norms updates`` the
+    reference code's threshold (norms of the optimizer step, ``--grad-scale``)."""
+    trigger, init = REGISTRY[name]
+    if trigger != "gradient" or args.grad_norms == "gradients":
+        return name, name
+    label = f"{name} ({args.grad_norms}, x{args.grad_scale})"
+    pair = (GradientTrigger(scale=args.grad_scale, norms=args.grad_norms), INITIALIZERS[init]())
+    return pair, label
+
+
+def run(name, seed, args, data):
     X_train, X_test, y_train, y_test = data
+    strategy, label = build_strategy(name, args)
     common = dict(lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, random_state=seed)
     grow = GrowingMLPClassifier(
         strategy=strategy,
@@ -55,7 +70,7 @@ def run(strategy, seed, args, data):
     t_static = fit_timed(static, X_train, y_train)
     timings = dict(grow.net_.callbacks_)["growth"].timings_
     return {
-        "strategy": strategy,
+        "strategy": label,
         "seed": seed,
         "widths": "-".join(map(str, grow.hidden_layer_sizes_)),
         "neurons": sum(grow.hidden_layer_sizes_),
@@ -80,6 +95,13 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
     p.add_argument("--max-hidden", type=int, nargs="+", default=[512, 512])
+    p.add_argument(
+        "--grad-norms",
+        choices=["gradients", "updates"],
+        default="gradients",
+        help="T_grad threshold from gradient norms (paper) or optimizer-step norms (reference)",
+    )
+    p.add_argument("--grad-scale", type=float, default=1.0)
     p.add_argument("--out", default="digits")
     args = p.parse_args()
     if args.quick:
@@ -92,7 +114,7 @@ def main():
             row = run(strategy, seed, args, data)
             rows.append(row)
             print(
-                f"{strategy:13s} seed {seed}: widths {row['widths']:9s} "
+                f"{row['strategy']:13s} seed {seed}: widths {row['widths']:9s} "
                 f"acc {row['accuracy']:.4f} (static {row['static_accuracy']:.4f})  "
                 f"fit {row['fit_s']:6.1f}s static {row['static_fit_s']:5.1f}s "
                 f"ratio {row['time_ratio']:5.2f}",
@@ -113,7 +135,7 @@ def main():
     )
     text = (
         f"# Digits: growing vs static of the same final widths\n\n"
-        f"`python benchmarks/bench_digits.py {'--quick' if args.quick else ''}`: "
+        f"`python benchmarks/bench_digits.py {' '.join(sys.argv[1:])}`: "
         f"{args.seeds} seed(s), {args.epochs} epochs, Adam lr {args.lr}, batch "
         f"{args.batch_size}, initial widths {args.hidden}, max {args.max_hidden}; "
         f"means over seeds. `time_ratio` = growing fit time / static fit time, both fits "

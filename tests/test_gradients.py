@@ -387,3 +387,99 @@ def test_hooks_live_only_during_training_and_are_never_pickled(data):
     assert dict(net.callbacks_)["growth"].events_  # it grew
     assert all(not m._forward_hooks for m in net.module_.modules())
     assert b"GradientRecorder" not in pickle.dumps(net)
+
+
+# --- the reference code's threshold: norms of the optimizer step ------------------------
+
+
+def test_recorder_keeps_what_the_optimizer_step_changed(make_mlp):
+    module = trained_like(make_mlp(hidden=(5, 4)))
+    X, y = batch()
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    recorder = GradientRecorder(keep_updates=True).attach(module.growth_sites())
+    module.train()
+    optimizer.zero_grad()
+    F.cross_entropy(module(X), y).backward()
+    optimizer.step()
+    snapshot = recorder.snapshot(module.growth_sites())
+    recorder.detach()
+    for index in (0, 1):
+        record = snapshot[index]
+        producer, consumer = f"layers.{index}", f"layers.{index + 1}"
+        delta_w = module.get_parameter(f"{producer}.weight") - before[f"{producer}.weight"]
+        delta_b = module.get_parameter(f"{producer}.bias") - before[f"{producer}.bias"]
+        delta_out = module.get_parameter(f"{consumer}.weight") - before[f"{consumer}.weight"]
+        assert torch.equal(record.weight_update, delta_w)
+        assert torch.equal(record.bias_update, delta_b)
+        assert torch.equal(record.fan_out_update, delta_out)
+        # An Adam step is about lr per entry, nothing like the gradient.
+        assert not torch.allclose(record.weight_update.abs(), record.weight_grad.abs())
+    # Without keep_updates nothing is copied, and asking for update norms is an error.
+    plain = recorded_step(module, X, y)
+    assert plain[0].weight_update is None
+    with pytest.raises(RuntimeError, match="keep_updates"):
+        GradientTrigger(norms="updates").threshold(plain[0])
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_update_norms_threshold(make_mlp, scale):
+    module = trained_like(make_mlp(hidden=(5, 4)))
+    X, y = batch()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    recorder = GradientRecorder(keep_updates=True).attach(module.growth_sites())
+    module.train()
+    optimizer.zero_grad()
+    F.cross_entropy(module(X), y).backward()
+    optimizer.step()
+    record = recorder.snapshot(module.growth_sites())[0]
+    recorder.detach()
+    # Plain SGD: the step is -lr * gradient, so the update threshold is lr times the
+    # gradient threshold.
+    by_updates = GradientTrigger(scale=scale, norms="updates").threshold(record)
+    by_gradients = GradientTrigger(scale=scale).threshold(record)
+    assert by_updates == pytest.approx(0.1 * by_gradients, rel=1e-5)
+    assert GradientTrigger(norms="updates").needs_updates
+    assert not GradientTrigger().needs_updates
+    with pytest.raises(ValueError, match="norms"):
+        GradientTrigger(norms="steps").threshold(record)
+
+
+def test_update_norms_make_the_trigger_fire_where_gradients_do_not(make_mlp):
+    # With Adam at a small learning rate the updates are far smaller than the gradients
+    # summed over the layer, so the reference threshold is much lower.
+    X, y = batch(n=200, n_features=12, n_classes=4)
+    counts = {}
+    for norms in ("gradients", "updates"):
+        module = make_mlp(n_features=12, hidden=(32, 32), n_outputs=4, seed=3)
+        optimizer = torch.optim.Adam(module.parameters(), lr=3e-4)
+        recorder = GradientRecorder(keep_updates=True).attach(module.growth_sites())
+        module.train()
+        optimizer.zero_grad()
+        F.cross_entropy(module(X), y).backward()
+        optimizer.step()
+        snapshot = recorder.snapshot(module.growth_sites())
+        recorder.detach()
+        context = GrowthContext(module, gradients=snapshot)
+        trigger = GradientTrigger(scale=0.5, norms=norms)
+        counts[norms] = trigger(0, module.growth_sites()[0], context).n_neurons
+    assert counts["gradients"] == 0
+    assert counts["updates"] > 0
+
+
+def test_estimator_with_update_norms_grows_where_the_paper_threshold_does_not():
+    from sklearn.datasets import load_digits
+
+    from sklearn_north import GrowingMLPClassifier
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:400] / 16, y[:400]
+    params = dict(hidden_layer_sizes=(32, 32), max_hidden_layer_sizes=64, max_epochs=2,
+                  random_state=0)  # fmt: skip
+    paper = GrowingMLPClassifier(strategy="gradmax", **params).fit(X, y)
+    reference = GrowingMLPClassifier(
+        strategy=(GradientTrigger(scale=0.5, norms="updates"), GradMaxInit()), **params
+    ).fit(X, y)
+    assert paper.hidden_layer_sizes_ == (32, 32)
+    assert all(w > 32 for w in reference.hidden_layer_sizes_)
+    assert len(reference.growth_history_) > 0

@@ -116,7 +116,8 @@ class GrowthCallback(Callback):
         if self._uses_gradients():
             # Hooks keep the step's inputs and output gradients; removed at train end.
             self._detach_recorder()
-            self._recorder = GradientRecorder().attach(net.module_.growth_sites())
+            keep_updates = getattr(self.trigger_, "needs_updates", False)
+            self._recorder = GradientRecorder(keep_updates).attach(net.module_.growth_sites())
         if self._started:
             return
         module = net.module_

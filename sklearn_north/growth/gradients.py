@@ -57,6 +57,9 @@ class SiteGradients:
     consumer_sizes : tuple of int
         Output sizes of the consumers, to split an ``n_out`` vector into per-consumer
         fan-out blocks.
+    weight_update, bias_update, fan_out_update : torch.Tensor or None
+        What the optimizer step changed in the same weights (``after - before``), shaped
+        like the gradients above; recorded only by a ``GradientRecorder(keep_updates=True)``.
     """
 
     inputs: torch.Tensor
@@ -65,6 +68,9 @@ class SiteGradients:
     bias_grad: torch.Tensor | None
     fan_out_grad: torch.Tensor
     consumer_sizes: tuple
+    weight_update: torch.Tensor | None = None
+    bias_update: torch.Tensor | None = None
+    fan_out_update: torch.Tensor | None = None
     _G: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -78,20 +84,32 @@ class SiteGradients:
             self._G = self.delta.T @ self.inputs
         return self._G
 
-    def fan_in_grad_norms(self, include_bias=True):
+    def fan_in_grad_norms(self, include_bias=True, updates=False):
         """``||dL/dw_m^in||`` per existing neuron (M,).
 
         With ``include_bias`` (default) the bias gradient is part of the fan-in, as in the
-        paper's notation, where ``W_l`` carries the biases as an extra column.
+        paper's notation, where ``W_l`` carries the biases as an extra column. With
+        ``updates`` the norms are those of the optimizer step's change instead.
         """
-        sq = self.weight_grad.square().sum(dim=1)
-        if include_bias and self.bias_grad is not None:
-            sq = sq + self.bias_grad.square()
+        weight, bias = (
+            (self.weight_update, self.bias_update)
+            if updates
+            else (self.weight_grad, self.bias_grad)
+        )
+        if weight is None:
+            raise RuntimeError("No weight updates were recorded (keep_updates=False).")
+        sq = weight.square().sum(dim=1)
+        if include_bias and bias is not None:
+            sq = sq + bias.square()
         return sq.sqrt()
 
-    def fan_out_grad_norms(self):
-        """``||dL/dw_m^out||`` per existing neuron (M,), over all consumers."""
-        return self.fan_out_grad.norm(dim=0)
+    def fan_out_grad_norms(self, updates=False):
+        """``||dL/dw_m^out||`` per existing neuron (M,), over all consumers (or the norms
+        of the optimizer step's change with ``updates``)."""
+        fan_out = self.fan_out_update if updates else self.fan_out_grad
+        if fan_out is None:
+            raise RuntimeError("No weight updates were recorded (keep_updates=False).")
+        return fan_out.norm(dim=0)
 
     def split_fan_out(self, vectors):
         """Split ``(n_out, k)`` fan-out columns into one ``(out_c, k)`` block per consumer."""
@@ -174,6 +192,11 @@ class GradientSnapshot:
             # dL/dW for the new input columns of site j's producer: its output gradient
             # (the grown site's delta, this consumer's columns) times their activations.
             new_grad = record.delta[:, columns].T @ a_new
+        weight_update = down.weight_update
+        if weight_update is not None:  # the new columns did not exist during the step
+            weight_update = torch.cat(
+                [weight_update, weight_update.new_zeros(len(new_grad), new.k)], 1
+            )
         self._records[j] = SiteGradients(
             inputs=torch.cat([down.inputs, a_new.to(down.inputs.dtype)], dim=1),
             delta=down.delta,
@@ -181,6 +204,9 @@ class GradientSnapshot:
             bias_grad=down.bias_grad,
             fan_out_grad=down.fan_out_grad,
             consumer_sizes=down.consumer_sizes,
+            weight_update=weight_update,
+            bias_update=down.bias_update,
+            fan_out_update=down.fan_out_update,
         )
 
 
@@ -192,12 +218,21 @@ class GradientRecorder:
 
     A recorder never pickles its hooks or tensors: its pickled state is empty and
     inactive (hooks left on a module pickled while attached then do nothing).
+
+    Parameters
+    ----------
+    keep_updates : bool, default=False
+        Also copy the sites' weights during the training forward pass, so that
+        ``snapshot`` can report what the optimizer step changed (``SiteGradients.*_update``).
+        Costs one copy of the sites' weights per step.
     """
 
-    def __init__(self):
+    def __init__(self, keep_updates=False):
+        self.keep_updates = keep_updates
         self._handles = []
         self._inputs = {}
         self._deltas = {}
+        self._before = {}
         self.active = False
 
     # -- hooks --------------------------------------------------------------------------
@@ -225,6 +260,7 @@ class GradientRecorder:
         self._handles = []
         self._inputs = {}
         self._deltas = {}
+        self._before = {}
         self.active = False
         return self
 
@@ -239,12 +275,21 @@ class GradientRecorder:
     def _keep_input(self, module, args, output):
         if self.active and self._recording(module):
             self._inputs[id(module)] = args[0].detach()
+            self._keep_weights(module)
+
+    def _keep_weights(self, module):
+        # The weights as the step's forward pass saw them, before the optimizer step.
+        if self.keep_updates:
+            self._before[id(module)] = {
+                name: p.detach().clone() for name, p in module.named_parameters(recurse=False)
+            }
 
     def _watch_output(self, module, args, output):
         if self.active and self._recording(module):
             # A new forward pass: the previous pass's gradient no longer matches the
             # inputs being recorded (a forward without backward leaves no statistics).
             self._deltas.pop(id(module), None)
+            self._keep_weights(module)
             if output.requires_grad:
                 output.register_hook(partial(self._keep_delta, id(module)))
 
@@ -281,13 +326,41 @@ class GradientRecorder:
                 bias_grad=bias.grad if bias is not None else None,
                 fan_out_grad=torch.cat(fan_out_grads, dim=0),
                 consumer_sizes=tuple(d.shape[1] for d in deltas),
+                **self._updates(site),
             )
         self._inputs = {}
         self._deltas = {}
+        self._before = {}
         return GradientSnapshot(records)
 
+    def _updates(self, site):
+        """``after - before`` of the step for the site's weights (empty if not kept)."""
+        before = self._before.get(id(site.producer))
+        before_out = [self._before.get(id(c.module)) for c in site.consumers]
+        if before is None or any(b is None for b in before_out):
+            return {}
+        producer = site.producer
+        with torch.no_grad():
+            weight = producer.weight - before["weight"]
+            bias = producer.bias - before["bias"] if producer.bias is not None else None
+            fan_out = torch.cat(
+                [c.module.weight - b["weight"] for c, b in zip(site.consumers, before_out)], 0
+            )
+        return {
+            "weight_update": weight.reshape(weight.shape[0], -1),
+            "bias_update": bias,
+            "fan_out_update": fan_out,
+        }
+
     def __getstate__(self):
-        return {"_handles": [], "_inputs": {}, "_deltas": {}, "active": False}
+        return {
+            "keep_updates": self.keep_updates,
+            "_handles": [],
+            "_inputs": {},
+            "_deltas": {},
+            "_before": {},
+            "active": False,
+        }
 
 
 def _check_dense(site):
