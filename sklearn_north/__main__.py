@@ -33,6 +33,13 @@ def build_parser():
     p.add_argument("--strategy", default="north-select", choices=sorted(STRATEGIES))
     p.add_argument("--hidden", type=_widths, default=(64, 64), help="initial widths (64,64)")
     p.add_argument("--max-hidden", type=_widths, default=(512, 512), help="max widths")
+    p.add_argument(
+        "--schedule",
+        choices=["linear", "batched"],
+        default=None,
+        help="replace the trigger by a preset schedule to --schedule-target",
+    )
+    p.add_argument("--schedule-target", type=_widths, default=None, help="(default: max)")
     p.add_argument("--gamma", type=float, default=None, help="trigger threshold (strategy's)")
     p.add_argument("--epsilon", type=float, default=0.01)
     p.add_argument("--n-candidates", type=int, default=1000)
@@ -61,6 +68,8 @@ def main(argv=None):
         strategy=args.strategy,
         hidden_layer_sizes=args.hidden,
         max_hidden_layer_sizes=max_hidden,
+        schedule=args.schedule,
+        schedule_target=args.schedule_target,
         gamma=args.gamma,
         epsilon=args.epsilon,
         n_candidates=args.n_candidates,
@@ -74,7 +83,9 @@ def main(argv=None):
     )
     print(
         f"digits: {len(X_train)} train / {len(X_test)} test samples, {X.shape[1]} features; "
-        f"strategy={args.strategy}, initial widths {args.hidden}, max {max_hidden}"
+        f"strategy={args.strategy}"
+        + (f", schedule={args.schedule}" if args.schedule else "")
+        + f", initial widths {args.hidden}, max {max_hidden}"
     )
     tic = time.perf_counter()
     clf.fit(X_train, y_train)
