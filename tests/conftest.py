@@ -8,11 +8,24 @@ from sklearn_north.nn import GrowableMLP
 
 @pytest.fixture
 def make_mlp():
-    """Factory of seeded ``GrowableMLP`` networks (float32, CPU)."""
+    """Factory of seeded ``GrowableMLP`` networks (float32, CPU), optionally perturbed as if
+    trained (``trained=True`` or a scale)."""
 
-    def make(n_features=6, hidden=(5, 4), n_outputs=3, activation="relu", seed=0, **kwargs):
+    def make(
+        n_features=6, hidden=(5, 4), n_outputs=3, activation="relu", seed=0, trained=None,
+        **kwargs,
+    ):  # fmt: skip
         torch.manual_seed(seed)
-        return GrowableMLP(n_features, hidden, n_outputs, activation=activation, **kwargs)
+        module = GrowableMLP(n_features, hidden, n_outputs, activation=activation, **kwargs)
+        if trained:
+            # Move every weight and bias away from its initial value, as training would
+            # (``trained``: the scale of the perturbation; True means 0.3).
+            scale = 0.3 if trained is True else trained
+            g = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for p in module.parameters():
+                    p.add_(scale * torch.randn(p.shape, generator=g))
+        return module
 
     return make
 

@@ -27,14 +27,6 @@ def generator(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def trained_like(module, seed=0, scale=0.3):
-    g = generator(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return module
-
-
 def batch(n=60, n_features=8, n_classes=4, seed=1):
     g = generator(seed)
     return torch.randn(n, n_features, generator=g), torch.randint(0, n_classes, (n,), generator=g)
@@ -60,7 +52,7 @@ def context_after_step(module, X, y):
 @pytest.fixture
 def setup(make_mlp):
     """A trained-looking 8 -> 6 -> 5 -> 4 network and one mini-batch."""
-    module = trained_like(make_mlp(n_features=8, hidden=(6, 5), n_outputs=4))
+    module = make_mlp(n_features=8, hidden=(6, 5), n_outputs=4, trained=True)
     X, y = batch()
     return module, X, y
 
@@ -101,7 +93,7 @@ def test_gradmax_maximises_the_new_fan_in_gradient_norm(setup, index, k):
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "logistic"])
 def test_gradmax_is_function_preserving(make_mlp, activation):
-    module = trained_like(make_mlp(n_features=8, hidden=(6, 5), n_outputs=4, activation=activation))
+    module = make_mlp(n_features=8, hidden=(6, 5), n_outputs=4, activation=activation, trained=True)
     X, y = batch()
     context = context_after_step(module, X, y)
     with torch.no_grad():
@@ -152,7 +144,7 @@ def test_firefly_preserves_the_function_up_to_the_noise(setup, index):
 def test_firefly_change_scales_with_the_noise(make_mlp):
     changes = []
     for noise in (1e-4, 1e-2):
-        module = trained_like(make_mlp(n_features=8, hidden=(6, 5), n_outputs=4))
+        module = make_mlp(n_features=8, hidden=(6, 5), n_outputs=4, trained=True)
         X, y = batch()
         context = context_after_step(module, X, y)
         with torch.no_grad():
@@ -203,7 +195,7 @@ def test_firefly_keeps_the_candidates_with_the_largest_fan_out_gradient(setup):
 
 
 def test_nest_follows_G_and_changes_the_function(make_mlp):
-    module = trained_like(make_mlp(n_features=8, hidden=(6, 5), n_outputs=4))
+    module = make_mlp(n_features=8, hidden=(6, 5), n_outputs=4, trained=True)
     X, y = batch()
     X[:, :3] = 0  # inputs 0-2 are always zero: their column of G is zero
     context = context_after_step(module, X, y)

@@ -25,15 +25,6 @@ from sklearn_north.nn import ACTIVATIONS, GrowableMLP
 from sklearn_north.nn.activations import relu
 
 
-def trained_like(module, seed=0, scale=0.3):
-    """Move every weight and bias away from its initial value, as training would."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return module
-
-
 def batch(n=40, n_features=6, n_classes=3, seed=1):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, n_features, generator=g)
@@ -89,7 +80,7 @@ def direct_threshold(module, index, include_bias=True):
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("index", [0, 1])
 def test_G_is_the_gradient_of_an_explicit_zero_auxiliary_layer(make_mlp, activation, index):
-    module = trained_like(make_mlp(n_features=6, hidden=(5, 4), activation=activation))
+    module = make_mlp(n_features=6, hidden=(5, 4), activation=activation, trained=True)
     X, y = batch()
     grads = recorded_step(module, X, y)[index]
     brute = auxiliary_gradient(module, X, y, index)
@@ -110,7 +101,7 @@ def test_G_is_the_gradient_of_an_explicit_zero_auxiliary_layer(make_mlp, activat
 
 @pytest.mark.parametrize("index", [0, 1])
 def test_gradmax_fan_out_is_the_top_left_singular_vectors_of_G(make_mlp, index):
-    module = trained_like(make_mlp(n_features=8, hidden=(6, 5), n_outputs=4))
+    module = make_mlp(n_features=8, hidden=(6, 5), n_outputs=4, trained=True)
     X, y = batch(n=50, n_features=8, n_classes=4)
     context = GrowthContext(module, gradients=recorded_step(module, X, y))
     site = module.growth_sites()[index]
@@ -137,7 +128,7 @@ def test_gradmax_fan_out_is_the_top_left_singular_vectors_of_G(make_mlp, index):
 
 def test_trigger_counts_singular_values_above_the_gradient_norm_sum(make_mlp):
     # Narrow layers (few neurons in the threshold's sum) so that some values are above.
-    module = trained_like(make_mlp(n_features=10, hidden=(3, 2), n_outputs=6), scale=0.5)
+    module = make_mlp(n_features=10, hidden=(3, 2), n_outputs=6, trained=0.5)
     counts = []
     for index in (0, 1):
         for seed in range(4):
@@ -161,7 +152,7 @@ def test_trigger_counts_singular_values_above_the_gradient_norm_sum(make_mlp):
 
 
 def test_scale_halves_the_threshold_and_bias_is_part_of_the_fan_in(make_mlp):
-    module = trained_like(make_mlp())
+    module = make_mlp(trained=True)
     X, y = batch()
     context = GrowthContext(module, gradients=recorded_step(module, X, y))
     site = module.growth_sites()[0]
@@ -245,7 +236,7 @@ def test_a_module_pickled_with_hooks_attached_carries_no_statistics(make_mlp):
 def test_snapshot_follows_growth_of_an_upstream_site(make_mlp):
     # RandomInit: non-zero fan-in, zero fan-out: function-preserving with non-zero new
     # activations, so the extended statistics must equal a fresh recording exactly.
-    module = trained_like(make_mlp(n_features=6, hidden=(5, 4)))
+    module = make_mlp(n_features=6, hidden=(5, 4), trained=True)
     X, y = batch()
     snapshot = recorded_step(module, X, y)
     context = GrowthContext(module, gradients=snapshot)
@@ -284,7 +275,7 @@ def test_mlp_relu_is_the_one_with_gradient_at_zero():
 def _zero_fan_in_step(make_mlp):
     """Grow a zero-fan-in neuron with non-zero fan-out into hidden layer 0, take one Adam
     step; return the new neuron's fan-in gradient and its fan-in after the step."""
-    module = trained_like(make_mlp(n_features=6, hidden=(5, 4)))
+    module = make_mlp(n_features=6, hidden=(5, 4), trained=True)
     site = module.growth_sites()[0]
     g = torch.Generator().manual_seed(0)
     fan_out = torch.randn(4, 1, generator=g)
@@ -392,11 +383,8 @@ def test_hooks_live_only_during_training_and_are_never_pickled(data):
 # --- the reference code's threshold: norms of the optimizer step ------------------------
 
 
-def test_recorder_keeps_what_the_optimizer_step_changed(make_mlp):
-    module = trained_like(make_mlp(hidden=(5, 4)))
-    X, y = batch()
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
-    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+def optimizer_step_snapshot(module, X, y, optimizer):
+    """One recorded training step *with* its optimizer step; the snapshot (with updates)."""
     recorder = GradientRecorder(keep_updates=True).attach(module.growth_sites())
     module.train()
     optimizer.zero_grad()
@@ -404,6 +392,15 @@ def test_recorder_keeps_what_the_optimizer_step_changed(make_mlp):
     optimizer.step()
     snapshot = recorder.snapshot(module.growth_sites())
     recorder.detach()
+    return snapshot
+
+
+def test_recorder_keeps_what_the_optimizer_step_changed(make_mlp):
+    module = make_mlp(hidden=(5, 4), trained=True)
+    X, y = batch()
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    snapshot = optimizer_step_snapshot(module, X, y, optimizer)
     for index in (0, 1):
         record = snapshot[index]
         producer, consumer = f"layers.{index}", f"layers.{index + 1}"
@@ -424,16 +421,10 @@ def test_recorder_keeps_what_the_optimizer_step_changed(make_mlp):
 
 @pytest.mark.parametrize("scale", [1.0, 0.5])
 def test_update_norms_threshold(make_mlp, scale):
-    module = trained_like(make_mlp(hidden=(5, 4)))
+    module = make_mlp(hidden=(5, 4), trained=True)
     X, y = batch()
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
-    recorder = GradientRecorder(keep_updates=True).attach(module.growth_sites())
-    module.train()
-    optimizer.zero_grad()
-    F.cross_entropy(module(X), y).backward()
-    optimizer.step()
-    record = recorder.snapshot(module.growth_sites())[0]
-    recorder.detach()
+    record = optimizer_step_snapshot(module, X, y, optimizer)[0]
     # Plain SGD: the step is -lr * gradient, so the update threshold is lr times the
     # gradient threshold.
     by_updates = GradientTrigger(scale=scale, norms="updates").threshold(record)
@@ -453,13 +444,7 @@ def test_update_norms_make_the_trigger_fire_where_gradients_do_not(make_mlp):
     for norms in ("gradients", "updates"):
         module = make_mlp(n_features=12, hidden=(32, 32), n_outputs=4, seed=3)
         optimizer = torch.optim.Adam(module.parameters(), lr=3e-4)
-        recorder = GradientRecorder(keep_updates=True).attach(module.growth_sites())
-        module.train()
-        optimizer.zero_grad()
-        F.cross_entropy(module(X), y).backward()
-        optimizer.step()
-        snapshot = recorder.snapshot(module.growth_sites())
-        recorder.detach()
+        snapshot = optimizer_step_snapshot(module, X, y, optimizer)
         context = GrowthContext(module, gradients=snapshot)
         trigger = GradientTrigger(scale=0.5, norms=norms)
         counts[norms] = trigger(0, module.growth_sites()[0], context).n_neurons

@@ -38,22 +38,13 @@ def cosines(A, B):
     return (A.T @ B).abs() / (A.norm(dim=0)[:, None] * B.norm(dim=0)[None, :])
 
 
-def trained_like(module, seed=0, scale=0.3):
-    """Move every weight and bias away from its initial value, as training would."""
-    g = generator(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return module
-
-
 # --- common rules ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", list(ALL))
 @pytest.mark.parametrize("index", [0, 1])
 def test_fan_in_rescaled_zero_fan_out_and_shapes(make_mlp, inputs, name, index):
-    module = trained_like(make_mlp(n_features=12, hidden=(5, 4)))
+    module = make_mlp(n_features=12, hidden=(5, 4), trained=True)
     site = module.growth_sites()[index]
     context = GrowthContext(module, inputs(n_samples=60, n_features=12))
     new = ALL[name]()(index, site, 3, context, generator(0))
@@ -70,7 +61,7 @@ def test_fan_in_rescaled_zero_fan_out_and_shapes(make_mlp, inputs, name, index):
 
 @pytest.mark.parametrize("name", list(ALL))
 def test_reproducible_from_the_generator(make_mlp, inputs, name):
-    module = trained_like(make_mlp(n_features=12, hidden=(5, 4)))
+    module = make_mlp(n_features=12, hidden=(5, 4), trained=True)
     site = module.growth_sites()[0]
     context = GrowthContext(module, inputs(n_samples=60, n_features=12))
     init = ALL[name]()
@@ -131,7 +122,7 @@ def test_select_raises_the_metric_more_than_random_candidates():
 
 
 def test_select_keeps_the_most_orthogonal_candidates(make_mlp, inputs):
-    module = trained_like(make_mlp(n_features=6, hidden=(5, 4), activation="tanh"))
+    module = make_mlp(n_features=6, hidden=(5, 4), activation="tanh", trained=True)
     X = inputs(n_samples=80, n_features=6)
     context = GrowthContext(module, X)
     site = module.growth_sites()[1]
@@ -161,7 +152,7 @@ def test_preactivation_candidates_are_orthogonal_to_existing_pre_activations(
     make_mlp, inputs, index
 ):
     # Widths below the input's rank (+ bias), so an orthogonal pre-activation exists.
-    module = trained_like(make_mlp(n_features=10, hidden=(8, 4), activation="tanh"))
+    module = make_mlp(n_features=10, hidden=(8, 4), activation="tanh", trained=True)
     X = inputs(n_samples=200, n_features=10)
     context = GrowthContext(module, X)
     site = module.growth_sites()[index]
@@ -180,7 +171,7 @@ def test_preactivation_candidates_are_orthogonal_to_existing_pre_activations(
 def test_preactivation_falls_back_to_random_candidates_when_no_kernel(make_mlp, inputs):
     # 3 input features (+ bias) and 5 neurons: the pre-activations span all the input can
     # produce, so there is no orthogonal direction.
-    module = trained_like(make_mlp(n_features=3, hidden=(5, 4)))
+    module = make_mlp(n_features=3, hidden=(5, 4), trained=True)
     context = GrowthContext(module, inputs(n_samples=50, n_features=3))
     site = module.growth_sites()[0]
     new = PreActivationInit(n_candidates=20)(0, site, 2, context, generator(0))
@@ -194,7 +185,7 @@ def test_preactivation_falls_back_to_random_candidates_when_no_kernel(make_mlp, 
 
 @pytest.mark.parametrize("k", [1, 5, 14])
 def test_weight_rows_are_orthogonal_to_existing_rows_and_each_other(make_mlp, k):
-    module = trained_like(make_mlp(n_features=20, hidden=(6, 4)))
+    module = make_mlp(n_features=20, hidden=(6, 4), trained=True)
     site = module.growth_sites()[0]
     new = WeightInit()(0, site, k, None, generator(0))  # needs no samples
     W_old = site.producer.weight.detach()
@@ -209,7 +200,7 @@ def test_weight_rows_are_orthogonal_to_existing_rows_and_each_other(make_mlp, k)
 
 def test_weight_beyond_the_kernel_falls_back_to_random_rows(make_mlp):
     # Fan-in 8, width 5: only 3 orthogonal directions are left for 5 new neurons.
-    module = trained_like(make_mlp(n_features=8, hidden=(5, 4)))
+    module = make_mlp(n_features=8, hidden=(5, 4), trained=True)
     site = module.growth_sites()[0]
     new = WeightInit()(0, site, 5, None, generator(0))
     W_old = site.producer.weight.detach()
