@@ -4,9 +4,10 @@ Implements the NORTH* neurogenesis strategies of Maile et al. (2022), "When, whe
 to add new neurons to ANNs".
 """
 
+from . import datasets
 from ._mlp import GrowingMLPClassifier
 from .growth import STRATEGIES
 
 __version__ = "0.1.0"
 
-__all__ = ["STRATEGIES", "GrowingMLPClassifier", "__version__"]
+__all__ = ["STRATEGIES", "GrowingMLPClassifier", "__version__", "datasets"]
