@@ -1,0 +1,262 @@
+"""Helpers shared by the benchmark scripts (run them as ``python benchmarks/bench_*.py``).
+
+- building a named strategy, or a gradient strategy with the reference code's threshold;
+- timing a fit (wall clock and process CPU time) and measuring its peak memory;
+- the growing-vs-static comparison: a growing fit, then a static network of the widths it
+  reached, trained the same way in the same process right after;
+- writing a results CSV and its markdown summary to ``benchmarks/results/``.
+
+**Peak memory of a fit** (``peak_mib``) is the peak resident set size (RSS) of the process
+during the fit minus its RSS just before, in MiB. ``ru_maxrss`` alone cannot tell two fits
+of one process apart (it is the process's high-water mark, it never goes down), so before
+each fit the kernel's high-water mark is reset (``echo 5 > /proc/self/clear_refs``, Linux
+>= 4.0), after a garbage collection and a ``malloc_trim(0)`` that hands the memory freed by
+earlier fits back to the system (otherwise a later fit could reuse it without raising the
+RSS). Peak RSS counts every tensor of the fit (parameters, gradients, optimizer state,
+batches and activations, the growth engine's sample buffer, candidates and statistics, and
+the training data only if the fit copies it) and nothing allocated before it. The first fit
+of a process also pays for one-off allocations (thread pools, kernels): call
+:func:`warm_up` first. Where the reset is unavailable (not Linux), ``peak_mib`` is NaN.
+"""
+
+import contextlib
+import ctypes
+import gc
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import clone
+
+from sklearn_north import STRATEGIES as REGISTRY
+from sklearn_north import GrowingMLPClassifier
+from sklearn_north.growth import INITIALIZERS, GradientTrigger
+
+RESULTS = Path(__file__).parent / "results"
+
+#: Every strategy of the registry that can grow, in the paper's order.
+DYNAMIC_STRATEGIES = [name for name in REGISTRY if name != "static"]
+
+
+# --------------------------------------------------------------------------- options
+
+
+def add_gradient_options(parser):
+    """``--grad-norms`` and ``--grad-scale``: the threshold of the gradient trigger."""
+    parser.add_argument(
+        "--grad-norms",
+        choices=["gradients", "updates"],
+        default="gradients",
+        help="T_grad threshold from gradient norms (paper) or optimizer-step norms (reference)",
+    )
+    parser.add_argument("--grad-scale", type=float, default=1.0)
+
+
+def build_strategy(name, args):
+    """The named strategy, or for a gradient strategy with ``--grad-norms updates`` the
+    reference code's threshold (norms of the optimizer step, ``--grad-scale``).
+
+    Returns ``(strategy, label)``: the estimator's ``strategy`` and the name to report.
+    """
+    trigger, init = REGISTRY[name]
+    if trigger != "gradient" or (args.grad_norms == "gradients" and args.grad_scale == 1.0):
+        return name, name
+    label = f"{name} ({args.grad_norms}, x{args.grad_scale})"
+    pair = (GradientTrigger(scale=args.grad_scale, norms=args.grad_norms), INITIALIZERS[init]())
+    return pair, label
+
+
+def set_threads(n):
+    """Use ``n`` torch threads (``None``: keep torch's default); return the count in use."""
+    if n is not None:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def environment():
+    """One line: torch version and threads, CPUs, Python and platform."""
+    return (
+        f"torch {torch.__version__} with {torch.get_num_threads()} thread(s), "
+        f"{os.cpu_count()} CPU(s), Python {platform.python_version()}, {platform.system()}"
+    )
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak_rss():
+    """Reset the kernel's peak RSS of this process to its current RSS; False if unable."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _status_kib("VmHWM")
+    except (OSError, KeyError):
+        return False
+    return True
+
+
+def _malloc_trim():
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class PeakMemory:
+    """Context manager: ``peak_mib``, the peak RSS above the RSS at entry (NaN if unknown).
+
+    See the module's docstring for the method and what it counts.
+    """
+
+    def __init__(self, enabled=True):
+        self.enabled = enabled
+        self.peak_mib = float("nan")
+
+    def __enter__(self):
+        self._on = False
+        if self.enabled:
+            gc.collect()
+            _malloc_trim()
+            self._on = _reset_peak_rss()
+            if self._on:
+                self._start = _status_kib("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        if self._on:
+            self.peak_mib = max(0, _status_kib("VmHWM") - self._start) / 1024
+        return False
+
+
+def fit_timed(clf, X, y, memory=False):
+    """Fit ``clf``; return ``{"fit_s", "cpu_s", "peak_mib"}`` (wall and process CPU seconds,
+    peak memory above the start in MiB, NaN unless ``memory``)."""
+    with PeakMemory(memory) as mem:
+        cpu = time.process_time()
+        tic = time.perf_counter()
+        clf.fit(X, y)
+        wall = time.perf_counter() - tic
+        cpu = time.process_time() - cpu
+    return {"fit_s": wall, "cpu_s": cpu, "peak_mib": mem.peak_mib}
+
+
+def warm_up(X, y, **params):
+    """A tiny static fit, so that one-off allocations of the process (thread pools,
+    kernels) are not charged to the first measured fit."""
+    n = min(len(X), 256)
+    GrowingMLPClassifier(
+        strategy="static", hidden_layer_sizes=(8,), max_epochs=1, random_state=0, **params
+    ).fit(X[:n], y[:n])
+
+
+def growth_timings(clf):
+    """Seconds the fit of ``clf`` spent in triggers and initializers."""
+    timings = dict(clf.net_.callbacks_)["growth"].timings_
+    return {"trigger_s": timings["trigger"], "initializer_s": timings["initializer"]}
+
+
+def n_parameters(clf):
+    """Trainable parameters of the fitted network."""
+    return sum(p.numel() for p in clf.module_.parameters() if p.requires_grad)
+
+
+def widths_text(widths):
+    return "-".join(map(str, widths))
+
+
+def static_twin(grow):
+    """An unfitted ``static`` copy of the fitted ``grow``: its final widths from the start,
+    every other parameter (optimizer, lr, batch, epochs, seed, callbacks) the same."""
+    return clone(grow).set_params(
+        strategy="static",
+        hidden_layer_sizes=grow.hidden_layer_sizes_,
+        max_hidden_layer_sizes=None,
+        schedule=None,
+        schedule_target=None,
+    )
+
+
+def grow_vs_static(grow, X, y, memory=False):
+    """Fit ``grow``, then its :func:`static_twin` on the same data, right after.
+
+    Returns ``(static, row)``: the fitted static model and a dict with ``fit_s``, ``cpu_s``,
+    ``peak_mib`` of the growing fit, the same with a ``static_`` prefix for the static
+    fit, ``time_ratio`` (growing / static wall time), ``memory_ratio`` (growing / static
+    peak memory), and ``trigger_s``, ``initializer_s`` (the growing fit's growth timings).
+    """
+    grown = fit_timed(grow, X, y, memory)
+    static = static_twin(grow)
+    still = fit_timed(static, X, y, memory)
+    row = {**grown, **{f"static_{k}": v for k, v in still.items()}}
+    row["time_ratio"] = grown["fit_s"] / still["fit_s"]
+    row["memory_ratio"] = _ratio(grown["peak_mib"], still["peak_mib"])
+    row.update(growth_timings(grow))
+    return static, row
+
+
+def _ratio(a, b):
+    return a / b if np.isfinite(a) and np.isfinite(b) and b > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def command_line(script):
+    """How the script was invoked, for the summary: ``python benchmarks/<script> ARGS``."""
+    return " ".join(["python", f"benchmarks/{script}", *sys.argv[1:]])
+
+
+def duration_text(seconds):
+    """``1 h 02 min``, ``3 min 05 s`` or ``12.3 s``."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    if seconds >= 60:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{seconds:.1f} s"
+
+
+def markdown_table(df, floatfmt=".3f", index=True, numparse=True):
+    """``df`` as a GitHub markdown table, NaN cells left empty. ``numparse=False`` prints
+    strings as they are (tabulate otherwise reformats number-like strings)."""
+    df = df.astype(object).where(df.notna(), None)
+    return df.to_markdown(
+        floatfmt=floatfmt, index=index, missingval="", disable_numparse=not numparse
+    )
+
+
+def write_results(df, text, out):
+    """Write ``results/<out>.csv`` (the runs) and ``results/<out>.md`` (``text``); print the
+    summary and return the two paths."""
+    RESULTS.mkdir(exist_ok=True)
+    csv, md = RESULTS / f"{out}.csv", RESULTS / f"{out}.md"
+    df.to_csv(csv, index=False)
+    md.write_text(text)
+    print()
+    print(text)
+    return csv, md
+
+
+def pyplot():
+    """``matplotlib.pyplot`` with a file backend, or None (after a note) if not installed.
+
+    matplotlib is not a dependency of the package: plots are optional.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot: matplotlib is not installed; no plots written.")
+        return None
+    return plt

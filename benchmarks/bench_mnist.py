@@ -1,0 +1,379 @@
+"""MNIST MLP: the paper's protocol (Maile et al. 2022, section 4.2), our numbers vs theirs.
+
+784 -> h1 -> h2 -> 10, ReLU, pixels in [0, 1]; initial widths 64, max 784; Adam lr 3e-4,
+batch 512, 20 epochs, 5 seeds; every dynamic strategy and the static baselines Small
+(64+64), Medium (256+256) and Big (784+784). Each growing fit is followed, in the same
+process, by a static network of the widths it reached, trained the same way: the time
+ratio and the memory ratio compare the two. Per run: test accuracy, final widths,
+parameters, fit time (wall clock and process CPU time), the share of the fit spent in
+triggers and initializers, and the peak memory of each fit (peak RSS above the RSS before
+the fit, the kernel's high-water mark being reset before each fit: see ``_common.py``).
+
+    python benchmarks/bench_mnist.py            # the protocol: 5 seeds, 20 epochs, 60k
+    python benchmarks/bench_mnist.py --quick    # 1 seed, 3 epochs, 10k training images
+
+Writes ``benchmarks/results/mnist.csv`` (one row per run), ``mnist.md`` (means per
+strategy next to the paper's table) and ``mnist_growth.csv`` (every growth event, for
+plots); ``mnist_quick.*`` with ``--quick``. ``--plot`` also writes PNGs if matplotlib is
+installed.
+"""
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import (
+    DYNAMIC_STRATEGIES,
+    RESULTS,
+    add_gradient_options,
+    build_strategy,
+    command_line,
+    duration_text,
+    environment,
+    fit_timed,
+    grow_vs_static,
+    markdown_table,
+    n_parameters,
+    pyplot,
+    set_threads,
+    warm_up,
+    widths_text,
+    write_results,
+)
+from sklearn.model_selection import train_test_split
+
+from sklearn_north import GrowingMLPClassifier
+from sklearn_north.datasets import load_mnist
+
+#: The paper's static baselines: name -> widths.
+STATIC_BASELINES = {
+    "static-small": (64, 64),
+    "static-medium": (256, 256),
+    "static-big": (784, 784),
+}
+
+#: The paper's MNIST results (SPEC section 6, read from its figures; means over 5 seeds):
+#: name -> (L1, L2, test accuracy, reference CPU-hours).
+PAPER = {
+    "north-select": (784, 70, 0.9827, "~24"),
+    "north-pre": (281, 172, 0.9774, "~10"),
+    "north-random": (784, 311, 0.9819, "~2.1"),
+    "north-weight": (559, 67, 0.9809, "~1.2"),
+    "gradmax": (342, 308, 0.9780, "~1.2"),
+    "firefly": (105, 480, 0.9710, "~2.2"),
+    "nest": (233, 265, 0.9776, "~1.1"),
+    "static-small": (64, 64, 0.9646, "0.29"),
+    "static-medium": (256, 256, 0.9787, "0.35"),
+    "static-big": (784, 784, 0.9823, "0.59"),
+}
+
+PROTOCOL = dict(
+    seeds=5, epochs=20, n_train=60000, n_test=10000, hidden=[64, 64], max_hidden=[784, 784]
+)
+QUICK = dict(seeds=1, epochs=3, n_train=10000)
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+
+def default_data_home():
+    """The repository's sibling ``../shared/data/mnist`` if it exists, else None (the
+    loader's default: ``$SKLEARN_NORTH_DATA/mnist`` or ``~/sklearn_north_data/mnist``)."""
+    return str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None
+
+
+def load_data(args):
+    X_train, y_train = load_mnist(args.data_home, subset="train", return_X_y=True)
+    X_test, y_test = load_mnist(args.data_home, subset="test", return_X_y=True)
+    # Stratified subsamples, the same for every run (random_state=0).
+    if args.n_train < len(X_train):
+        X_train, _, y_train, _ = train_test_split(
+            X_train, y_train, train_size=args.n_train, stratify=y_train, random_state=0
+        )
+    if args.n_test < len(X_test):
+        X_test, _, y_test, _ = train_test_split(
+            X_test, y_test, train_size=args.n_test, stratify=y_test, random_state=0
+        )
+    return X_train, X_test, y_train, y_test
+
+
+def run(name, seed, args, data):
+    """One run: a growing fit and its static twin, or a static baseline alone.
+
+    Returns ``(row, events)``: the CSV row and the growth events (DataFrame)."""
+    X_train, X_test, y_train, y_test = data
+    common = dict(
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_epochs=args.epochs,
+        trigger_interval=args.trigger_interval,
+        random_state=seed,
+    )
+    if name in STATIC_BASELINES:
+        clf = GrowingMLPClassifier(
+            strategy="static", hidden_layer_sizes=STATIC_BASELINES[name], **common
+        )
+        timed = fit_timed(clf, X_train, y_train, memory=True)
+        # No static twin: a static baseline is its own reference.
+        for key in ("static_fit_s", "static_cpu_s", "static_peak_mib", "time_ratio"):
+            timed[key] = math.nan
+        timed.update(memory_ratio=math.nan, trigger_s=0.0, initializer_s=0.0)
+        label, static_accuracy = name, math.nan
+    else:
+        strategy, label = build_strategy(name, args)
+        clf = GrowingMLPClassifier(
+            strategy=strategy,
+            hidden_layer_sizes=args.hidden,
+            max_hidden_layer_sizes=args.max_hidden,
+            **common,
+        )
+        static, timed = grow_vs_static(clf, X_train, y_train, memory=True)
+        static_accuracy = static.score(X_test, y_test)
+    widths = clf.hidden_layer_sizes_
+    row = {
+        "strategy": label,
+        "name": name,
+        "seed": seed,
+        **{f"width_{i + 1}": w for i, w in enumerate(widths)},
+        "widths": widths_text(widths),
+        "neurons": sum(widths),
+        "params": n_parameters(clf),
+        "growth_events": len(clf.growth_history_),
+        "accuracy": clf.score(X_test, y_test),
+        "static_accuracy": static_accuracy,
+        **timed,
+    }
+    row["trigger_share"] = row["trigger_s"] / row["fit_s"]
+    row["initializer_share"] = row["initializer_s"] / row["fit_s"]
+    events = clf.growth_history_.assign(strategy=label, seed=seed)
+    return row, events
+
+
+def progress(row, elapsed):
+    """One line per run."""
+    line = (
+        f"{row['strategy']:14s} seed {row['seed']}: widths {row['widths']:9s} "
+        f"acc {row['accuracy']:.4f}  fit {row['fit_s']:7.1f}s  peak {row['peak_mib']:6.1f} MiB"
+    )
+    if np.isfinite(row["time_ratio"]):
+        line += (
+            f"  | static twin: fit {row['static_fit_s']:6.1f}s (ratio "
+            f"{row['time_ratio']:.2f}), peak {row['static_peak_mib']:6.1f} MiB"
+        )
+    return line + f"  [{duration_text(elapsed)}]"
+
+
+def summarize(df):
+    """Means over seeds per strategy: the comparison with the paper and the cost table."""
+    groups = df.groupby("strategy", sort=False)
+    layers = [c for c in df.columns if c.startswith("width_")]
+    rows, costs = [], []
+    for label, g in groups:
+        name = g["name"].iloc[0]
+        paper = PAPER.get(name)
+        means = g[layers].mean()
+        acc = g["accuracy"]
+        std = f" ± {acc.std():.4f}" if len(g) > 1 else ""
+        rows.append(
+            {
+                "strategy": label,
+                **{f"L{i + 1}": f"{means[c]:.0f}" for i, c in enumerate(layers)},
+                "neurons": f"{g['neurons'].mean():.0f}",
+                "paper neurons (L1 + L2)": (
+                    f"{paper[0] + paper[1]} ({paper[0]} + {paper[1]})" if paper else ""
+                ),
+                "accuracy": f"{acc.mean():.4f}{std}",
+                "paper accuracy": f"{paper[2]:.4f}" if paper else "",
+                "params": f"{g['params'].mean():,.0f}",
+                "CPU-hours": f"{g['cpu_s'].mean() / 3600:.3g}",
+                "paper CPU-hours": paper[3] if paper else "",
+                "seeds": len(g),
+            }
+        )
+        costs.append(
+            {
+                "strategy": label,
+                "fit s": g["fit_s"].mean(),
+                "static fit s": g["static_fit_s"].mean(),
+                "time ratio": g["time_ratio"].mean(),
+                "triggers %": 100 * g["trigger_share"].mean(),
+                "initializers %": 100 * g["initializer_share"].mean(),
+                "peak MiB": g["peak_mib"].mean(),
+                "static peak MiB": g["static_peak_mib"].mean(),
+                "memory ratio": g["memory_ratio"].mean(),
+                "static accuracy": g["static_accuracy"].mean(),
+                "growth events": g["growth_events"].mean(),
+            }
+        )
+    return pd.DataFrame(rows), pd.DataFrame(costs)
+
+
+def deviations(args):
+    """How this run departs from the paper's protocol (empty: it is the protocol)."""
+    out = [
+        f"{key.replace('_', ' ')} {getattr(args, key)} (paper: {value})"
+        for key, value in PROTOCOL.items()
+        if getattr(args, key) != value
+    ]
+    if (args.lr, args.batch_size) != (3e-4, 512):
+        out.append(f"Adam lr {args.lr}, batch {args.batch_size} (paper: 3e-4, 512)")
+    if args.trigger_interval != 1:
+        out.append(f"triggers every {args.trigger_interval} steps (paper: every step)")
+    return out
+
+
+def report(df, args, elapsed):
+    ours, costs = summarize(df)
+    off = deviations(args)
+    caveat = (
+        "**Not the paper's protocol** (" + "; ".join(off) + "): compare the numbers with "
+        "each other, not with the paper's.\n\n"
+        if off
+        else ""
+    )
+    title = "MNIST MLP: our numbers vs the paper" + (" (quick)" if args.quick else "")
+    return (
+        f"# {title}\n\n"
+        f"`{command_line('bench_mnist.py')}`\n\n"
+        f"784 -> h1 -> h2 -> 10 MLP, ReLU, pixels in [0, 1]; {args.n_train} training and "
+        f"{args.n_test} test images; initial widths {args.hidden}, max {args.max_hidden}; "
+        f"Adam lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs, "
+        f"{args.seeds} seed(s); triggers every {args.trigger_interval} step(s); gradient "
+        f"threshold from {args.grad_norms} x{args.grad_scale}. {environment()}.\n\n"
+        f"**Whole run: {duration_text(elapsed)}** (wall clock, data loading included).\n\n"
+        + caveat
+        + "## Final widths and accuracy\n\n"
+        "Means over seeds (accuracy ± standard deviation over seeds). The paper's columns "
+        "are SPEC section 6 (Maile et al. 2022, read from the figures: means over 5 seeds, "
+        "±0.001 accuracy, ±5 neurons). CPU-hours: the fit's process CPU time (all threads) "
+        "of one run, ours on this machine, the paper's on the reference code's.\n\n"
+        + markdown_table(ours, index=False, numparse=False)
+        + "\n\n## Cost of growing vs static of the same final widths\n\n"
+        "Each growing fit is followed, in the same process, by a static network of the "
+        "widths it reached, trained the same way (same data, optimizer, epochs, seed). "
+        "`time ratio` = growing / static wall time; `triggers %` and `initializers %`: "
+        "share of the growing fit's wall time spent in them (callback `timings_`). "
+        "`peak MiB`: peak resident memory of the process during the fit above its "
+        "resident memory just before (the kernel's peak-RSS mark is reset before every "
+        "fit, after a garbage collection and `malloc_trim`; a warm-up fit runs first); "
+        "`memory ratio` = growing / static peak (fits that allocate little differ by a few "
+        "MiB from run to run: read small peaks and their ratios as noise). The static "
+        "baselines have no twin.\n\n" + markdown_table(costs, floatfmt=".2f", index=False) + "\n"
+    )
+
+
+def plot(df, events, args, out, steps_per_epoch):
+    plt = pyplot()
+    if plt is None:
+        return
+    colors = {label: f"C{i}" for i, label in enumerate(df["strategy"].unique())}
+    # Accuracy vs total hidden neurons: ours (runs and means) and the paper's.
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for label, g in df.groupby("strategy", sort=False):
+        c = colors[label]
+        ax.scatter(g["neurons"], g["accuracy"], color=c, alpha=0.3, s=12)
+        ax.scatter(g["neurons"].mean(), g["accuracy"].mean(), color=c, s=50, label=label)
+        paper = PAPER.get(g["name"].iloc[0])
+        if paper:
+            ax.scatter(paper[0] + paper[1], paper[2], facecolors="none", edgecolors=c, s=50)
+    ax.set_xlabel("total hidden neurons (L1 + L2)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("MNIST: filled = ours (mean; small: runs), hollow = paper")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths = [RESULTS / f"{out}_accuracy.png"]
+    fig.savefig(paths[0], dpi=120)
+    plt.close(fig)
+    # Widths over training per layer (the paper's Figure 3), first seed of each strategy.
+    n_layers = len(args.hidden)
+    fig, axes = plt.subplots(1, n_layers, figsize=(5 * n_layers, 4), squeeze=False)
+    end = args.epochs * steps_per_epoch
+    dynamic = df[~df["name"].isin(STATIC_BASELINES)]
+    for label in dynamic["strategy"].unique():
+        seed = dynamic.loc[dynamic["strategy"] == label, "seed"].min()
+        e = events[(events["strategy"] == label) & (events["seed"] == seed)]
+        for layer, ax in enumerate(axes[0]):
+            le = e[e["layer"] == layer]
+            last = le["width"].iloc[-1] if len(le) else args.hidden[layer]
+            steps = np.array([0, *le["step"], end]) / steps_per_epoch
+            widths = [args.hidden[layer], *le["width"], last]
+            ax.step(steps, widths, where="post", color=colors[label], label=label)
+    for layer, ax in enumerate(axes[0]):
+        ax.set_title(f"hidden layer {layer + 1}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("width")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(RESULTS / f"{out}_widths.png")
+    fig.savefig(paths[1], dpi=120)
+    plt.close(fig)
+    print("plots:", ", ".join(map(str, paths)))
+
+
+def main():
+    start = time.perf_counter()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="defaults of a short run: 1 seed, 3 epochs, 10000 training images "
+        "(explicit --seeds/--epochs/--n-train still apply)",
+    )
+    choices = [*DYNAMIC_STRATEGIES, *STATIC_BASELINES]
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=choices,
+        choices=choices,
+        metavar="NAME",
+        help=f"any of {', '.join(choices)} (default: all)",
+    )
+    p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (5)")
+    p.add_argument("--epochs", type=int, default=None, help="(20)")
+    p.add_argument("--n-train", type=int, default=None, help="training subsample (60000)")
+    p.add_argument("--n-test", type=int, default=10000, help="test subsample (10000)")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
+    p.add_argument("--max-hidden", type=int, nargs="+", default=[784, 784])
+    p.add_argument("--trigger-interval", type=int, default=1, help="(1: every step)")
+    add_gradient_options(p)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (torch's default)")
+    p.add_argument(
+        "--data-home",
+        default=default_data_home(),
+        help=f"folder of the MNIST IDX files (default: {SHARED_MNIST} if it exists, else "
+        "load_mnist's default)",
+    )
+    p.add_argument("--plot", action="store_true", help="also write PNGs (needs matplotlib)")
+    p.add_argument("--out", default=None, help="results name (mnist, or mnist_quick)")
+    args = p.parse_args()
+    for key, value in {**PROTOCOL, **(QUICK if args.quick else {})}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    out = args.out or ("mnist_quick" if args.quick else "mnist")
+    set_threads(args.threads)
+
+    data = load_data(args)
+    args.n_train, args.n_test = len(data[0]), len(data[1])
+    warm_up(data[0], data[2])
+    rows, events = [], []
+    for seed in range(args.seeds):
+        for name in args.strategies:
+            row, ev = run(name, seed, args, data)
+            rows.append(row)
+            events.append(ev)
+            print(progress(row, time.perf_counter() - start), flush=True)
+    df = pd.DataFrame(rows)
+    events = pd.concat([e for e in events if len(e)] or events[:1], ignore_index=True)
+    text = report(df, args, time.perf_counter() - start)
+    write_results(df, text, out)
+    cols = ["strategy", "seed", "step", "epoch", "layer", "n_added", "width"]
+    events[cols].to_csv(RESULTS / f"{out}_growth.csv", index=False)
+    if args.plot:
+        plot(df, events, args, out, math.ceil(args.n_train / args.batch_size))
+
+
+if __name__ == "__main__":
+    main()
