@@ -146,16 +146,16 @@ def test_running_max_baseline():
 
     decision = trigger(0, site_of_width(10), FakeContext([(10, 10)]))
     assert decision.n_neurons == 5  # floor(10 - 10 * 0.9 * 0.5) with the old baseline
-    assert trigger.baselines_[0] == pytest.approx(0.9)  # max(0.5, 0.9 * 1.0)
+    assert trigger.baselines_[0] == pytest.approx(1.0)  # max(0.5, 1.0): the metric seen
 
     decision = trigger(0, site_of_width(10), FakeContext([(10, 8)]))
-    assert decision.threshold == pytest.approx(0.81)
+    assert decision.threshold == pytest.approx(0.9)  # gamma * max(phi_0, phi_1)
     assert decision.n_neurons == 0  # the init baseline would give floor(8 - 4.5) = 3
-    assert trigger.baselines_[0] == pytest.approx(0.9)  # never lowered
+    assert trigger.baselines_[0] == pytest.approx(1.0)  # never lowered
 
     decision = trigger(0, site_of_width(10), FakeContext([(10, 2)]))
     assert decision.n_neurons == 0
-    assert trigger.baselines_[0] == pytest.approx(0.9)
+    assert trigger.baselines_[0] == pytest.approx(1.0)
 
     # With the init baseline nothing moves.
     fixed = ActivationTrigger(gamma=0.9, baseline="init")
@@ -224,3 +224,26 @@ def test_activation_trigger_on_a_real_network(make_mlp, method):
         assert decision.n_neurons == expected
         counts.append(expected)
     assert counts[0] > 0
+
+
+@pytest.mark.parametrize(
+    "gamma, width, rank0, rank, paper, reference",
+    [
+        (0.97, 4, 4, 4, 0, 1),  # floor(4 - 3.88) = 0; 4 - floor(3.88) = 1
+        (0.99, 64, 64, 64, 0, 1),  # floor(64 - 63.36) = 0; 64 - 63 = 1
+        (0.97, 64, 64, 64, 1, 2),  # floor(1.92) = 1; 64 - 62 = 2
+        (0.5, 10, 10, 5, 0, 0),  # integer threshold: both 0
+        (0.9, 10, 5, 3, 0, 0),  # below the threshold: both 0
+    ],
+)
+def test_reference_rounding_floors_the_threshold_first(gamma, width, rank0, rank, paper, reference):
+    assert reference == max(0, rank - math.floor(float(Fraction(str(gamma)) * rank0)))
+    kinds = [(ActivationTrigger, evaluate_activation)]
+    if width <= FAN_IN:  # a weight matrix's rank is bounded by its fan-in
+        kinds.append((WeightTrigger, evaluate_weight))
+    for Trigger, evaluate in kinds:
+        assert evaluate(Trigger(gamma=gamma), width, rank0, width, rank).n_neurons == paper
+        decision = evaluate(Trigger(gamma=gamma, rounding="reference"), width, rank0, width, rank)
+        assert decision.n_neurons == reference
+        with pytest.raises(ValueError, match="rounding"):
+            evaluate(Trigger(rounding="nearest"), width, rank0, width, rank)

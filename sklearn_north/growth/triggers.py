@@ -96,14 +96,18 @@ class Never(Trigger):
         return TriggerDecision(0)
 
 
+ROUNDINGS = ("paper", "reference")
+
+
 class _OrthogonalityTrigger(Trigger):
     """``max(0, floor(M * (phi - gamma * baseline)))`` for an effective-dimension ``phi``."""
 
-    def __init__(self, gamma, epsilon=0.01, baseline="init", method="ldl"):
+    def __init__(self, gamma, epsilon=0.01, baseline="init", method="ldl", rounding="paper"):
         self.gamma = gamma
         self.epsilon = epsilon
         self.baseline = baseline
         self.method = method
+        self.rounding = rounding
 
     def _rank(self, index, site, context):
         raise NotImplementedError
@@ -124,9 +128,14 @@ class _OrthogonalityTrigger(Trigger):
         threshold = self.gamma * baseline
         # floor(M * (rank / M - threshold)) computed as rank - M * threshold: rank is an
         # exact integer, so "metric == threshold" cannot turn into -1 or +1 by rounding.
-        n = max(0, math.floor(rank - width * threshold + 1e-9))
+        if self.rounding == "paper":
+            n = max(0, math.floor(rank - width * threshold + 1e-9))
+        elif self.rounding == "reference":
+            n = max(0, rank - math.floor(width * threshold + 1e-9))
+        else:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}.")
         if self.baseline == "running_max":
-            baselines[index] = max(baseline, self.gamma * metric)
+            baselines[index] = max(baseline, metric)
         return TriggerDecision(n, metric, threshold)
 
 
@@ -140,16 +149,25 @@ class ActivationTrigger(_OrthogonalityTrigger):
     epsilon : float, default=0.01
         Singular values of ``H / sqrt(n)`` above ``epsilon`` count.
     baseline : {"init", "running_max"}, default="init"
-        ``"init"``: the metric at initialisation; ``"running_max"``: also raised to
-        ``gamma * phi`` after each evaluation (the reference code's CNN behaviour).
+        ``"init"``: the metric at initialisation; ``"running_max"``: the largest metric
+        seen so far (initialisation included), updated after each evaluation, so the
+        threshold is ``gamma * max(phi_0, phi_1, ...)`` (the reference code's CNN
+        behaviour, for conv layers whose metric is near zero at initialisation).
     method : {"ldl", "eigh", "svd"}, default="ldl"
         How singular values are counted (see ``metrics.count_singular_values_above``).
+    rounding : {"paper", "reference"}, default="paper"
+        ``"paper"``: ``floor(M * (phi - gamma * phi_0))`` (eq. 3). ``"reference"``: the
+        authors' code, ``rank - floor(M * gamma * phi_0)``: the threshold is floored
+        first, which adds one more neuron whenever ``M * gamma * phi_0`` is not an
+        integer. With it a full-rank layer grows at every evaluation (e.g. from 4 neurons
+        at gamma 0.97, or from 64 at gamma 0.99, where eq. 3 gives 0), which is what the
+        paper's toy-data and NORTH-Weight results need.
     """
 
     needs_activations = True
 
-    def __init__(self, gamma=0.97, epsilon=0.01, baseline="init", method="ldl"):
-        super().__init__(gamma=gamma, epsilon=epsilon, baseline=baseline, method=method)
+    def __init__(self, gamma=0.97, epsilon=0.01, baseline="init", method="ldl", rounding="paper"):
+        super().__init__(gamma, epsilon, baseline, method, rounding)
 
     def _rank(self, index, site, context):
         post = context.activations(index).post
@@ -171,8 +189,8 @@ class WeightTrigger(_OrthogonalityTrigger):
     or lower gamma.
     """
 
-    def __init__(self, gamma=0.99, epsilon=0.01, baseline="init", method="ldl"):
-        super().__init__(gamma=gamma, epsilon=epsilon, baseline=baseline, method=method)
+    def __init__(self, gamma=0.99, epsilon=0.01, baseline="init", method="ldl", rounding="paper"):
+        super().__init__(gamma, epsilon, baseline, method, rounding)
 
     def _rank(self, index, site, context):
         return metrics.weight_rank(site.producer.weight, self.epsilon, self.method)
