@@ -46,7 +46,8 @@ DYNAMIC_STRATEGIES = [name for name in REGISTRY if name != "static"]
 
 
 def add_gradient_options(parser):
-    """``--grad-norms`` and ``--grad-scale``: the threshold of the gradient trigger."""
+    """``--grad-norms`` and ``--grad-scale``: the threshold of the gradient trigger;
+    ``--rounding``: the orthogonality triggers' rounding (estimator ``trigger_rounding``)."""
     parser.add_argument(
         "--grad-norms",
         choices=["gradients", "updates"],
@@ -54,6 +55,12 @@ def add_gradient_options(parser):
         help="T_grad threshold from gradient norms (paper) or optimizer-step norms (reference)",
     )
     parser.add_argument("--grad-scale", type=float, default=1.0)
+    parser.add_argument(
+        "--rounding",
+        choices=["paper", "reference"],
+        default="paper",
+        help="T_act/T_weight rounding: eq. 3 (paper) or the authors' code (reference)",
+    )
 
 
 def build_strategy(name, args):
@@ -63,6 +70,8 @@ def build_strategy(name, args):
     Returns ``(strategy, label)``: the estimator's ``strategy`` and the name to report.
     """
     trigger, init = REGISTRY[name]
+    if trigger in ("activation", "weight") and getattr(args, "rounding", "paper") != "paper":
+        return name, f"{name} ({args.rounding} rounding)"  # the estimator's trigger_rounding
     if trigger != "gradient" or (args.grad_norms == "gradients" and args.grad_scale == 1.0):
         return name, name
     label = f"{name} ({args.grad_norms}, x{args.grad_scale})"

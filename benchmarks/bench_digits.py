@@ -37,6 +37,7 @@ def run(name, seed, args, data):
         strategy=strategy,
         hidden_layer_sizes=args.hidden,
         max_hidden_layer_sizes=args.max_hidden,
+        trigger_rounding=args.rounding,
         lr=args.lr,
         batch_size=args.batch_size,
         max_epochs=args.epochs,

@@ -126,6 +126,7 @@ def run(name, seed, args, data):
             strategy=strategy,
             hidden_layer_sizes=args.hidden,
             max_hidden_layer_sizes=args.max_hidden,
+            trigger_rounding=args.rounding,
             **common,
         )
         static, timed = grow_vs_static(clf, X_train, y_train, memory=True)

@@ -72,6 +72,7 @@ def run(name, n_layers, k, seed, args):
         max_epochs=args.epochs,
         trigger_interval=args.trigger_interval,
         gamma=args.gamma,
+        trigger_rounding=args.rounding,
         random_state=seed,
     )
     timed = fit_timed(clf, X_train, y_train)

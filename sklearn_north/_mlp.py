@@ -55,6 +55,12 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         by the gradient trigger of gradmax/firefly/nest. Applies to named strategies only
         (a custom pair's objects keep their own parameters), as do ``epsilon`` and
         ``n_candidates``.
+    trigger_rounding : {"paper", "reference"}, default="paper"
+        How T_act and T_weight round: ``"paper"``, eq. (3),
+        ``floor(M * (phi - gamma * phi_0))``; ``"reference"``, the authors' code,
+        ``rank - floor(M * gamma * phi_0)``, one neuron more whenever
+        ``M * gamma * phi_0`` is not an integer (full-rank layers then keep growing; the
+        paper's toy-data and NORTH-Weight results need it). Named strategies only.
     epsilon : float, default=0.01
         Singular values (of normalised activations or weights) above ``epsilon`` count
         towards the effective dimension.
@@ -132,6 +138,7 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         schedule_target=None,
         schedule_end=0.75,
         gamma=None,
+        trigger_rounding="paper",
         epsilon=0.01,
         n_candidates=1000,
         trigger_interval=1,
@@ -155,6 +162,7 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         self.schedule_target = schedule_target
         self.schedule_end = schedule_end
         self.gamma = gamma
+        self.trigger_rounding = trigger_rounding
         self.epsilon = epsilon
         self.n_candidates = n_candidates
         self.trigger_interval = trigger_interval

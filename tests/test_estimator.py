@@ -425,6 +425,7 @@ def test_single_class_is_rejected(blobs):
         ({"lr": 0.0}, "lr"),
         ({"activation": "softmax"}, "activation"),
         ({"device": "not-a-device"}, "device"),
+        ({"trigger_rounding": "nearest"}, "trigger_rounding"),
     ],
 )
 def test_invalid_parameters_are_rejected(blobs, params, match):
@@ -592,3 +593,15 @@ def test_fit_does_not_modify_the_callbacks_parameter(blobs):
     sched_b = dict(other.net_.callbacks_)["LRScheduler"].lr_scheduler_
     assert sched_a.optimizer is clf.net_.optimizer_
     assert sched_b.optimizer is other.net_.optimizer_
+
+
+def test_reference_rounding_lets_a_full_rank_layer_grow(small_digits):
+    # From 16 full-rank neurons eq. 3 gives floor(16 * 0.01) = 0 for the weight trigger;
+    # the reference code's rounding gives 16 - floor(15.84) = 1 while the rank allows it.
+    X, y = small_digits
+    params = dict(strategy="north-weight", hidden_layer_sizes=(16, 16), max_epochs=2,
+                  random_state=0)  # fmt: skip
+    paper = GrowingMLPClassifier(**params).fit(X, y)
+    reference = GrowingMLPClassifier(trigger_rounding="reference", **params).fit(X, y)
+    assert paper.hidden_layer_sizes_ == (16, 16)
+    assert all(w > 16 for w in reference.hidden_layer_sizes_)

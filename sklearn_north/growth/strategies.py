@@ -29,6 +29,7 @@ def make_strategy(
     gamma=None,
     epsilon=None,
     n_candidates=None,
+    rounding=None,
     schedule=None,
     schedule_target=None,
     schedule_end=0.75,
@@ -48,6 +49,10 @@ def make_strategy(
     n_candidates : int or None
         Override the number of candidates of initializers that select among candidates.
         Named strategies only.
+    rounding : {"paper", "reference"} or None
+        Override the rounding of the orthogonality triggers (T_act, T_weight; see
+        ``triggers.ActivationTrigger``). Named strategies only; ignored by triggers
+        without it.
     schedule : {"linear", "batched"} or None
         Replace the trigger by this preset schedule (``schedules.SCHEDULES``), keeping the
         initializer. ``epsilon`` (given, or the replaced trigger's) is passed on to it.
@@ -70,7 +75,7 @@ def make_strategy(
         callable objects.
     """
     if isinstance(strategy, str):
-        trigger, initializer = _named_strategy(strategy, gamma, epsilon, n_candidates)
+        trigger, initializer = _named_strategy(strategy, gamma, epsilon, n_candidates, rounding)
     else:
         trigger, initializer = _custom_strategy(strategy, allow_no_initializer=schedule is None)
     if schedule is None:
@@ -90,7 +95,7 @@ def make_strategy(
     return trigger, initializer
 
 
-def _named_strategy(strategy, gamma, epsilon, n_candidates):
+def _named_strategy(strategy, gamma, epsilon, n_candidates, rounding=None):
     if strategy not in STRATEGIES:
         raise ValueError(
             f"Unknown strategy {strategy!r}. Valid strategies are: {sorted(STRATEGIES)}."
@@ -98,7 +103,7 @@ def _named_strategy(strategy, gamma, epsilon, n_candidates):
     trigger_name, init_name = STRATEGIES[strategy]
     trigger = TRIGGERS[trigger_name]()
     initializer = INITIALIZERS[init_name]() if init_name is not None else None
-    overrides = {"gamma": gamma, "epsilon": epsilon}
+    overrides = {"gamma": gamma, "epsilon": epsilon, "rounding": rounding}
     valid = trigger.get_params(deep=False)
     trigger.set_params(**{k: v for k, v in overrides.items() if v is not None and k in valid})
     if (
