@@ -109,7 +109,8 @@ def orthogonal_residual_norms(existing, candidates, threshold, gram=None):
     eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
     L = torch.linalg.cholesky(G + threshold**2 * eye)
     proj = torch.linalg.solve_triangular(L, (existing.T @ candidates).double(), upper=False)
-    residual2 = candidates.double().square().sum(dim=0) - proj.square().sum(dim=0)
+    # Squares summed in the candidates' dtype: no float64 copy of the (n, K) block.
+    residual2 = candidates.square().sum(dim=0).double() - proj.square().sum(dim=0)
     return residual2.clamp_min(0).sqrt()
 
 
