@@ -295,15 +295,8 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         initial = _as_widths(self.hidden_layer_sizes, "hidden_layer_sizes")
         if self.max_hidden_layer_sizes is None:
             maximum = tuple(10 * w for w in initial)
-        elif np.ndim(self.max_hidden_layer_sizes) == 0:
-            maximum = (int(self.max_hidden_layer_sizes),) * len(initial)
         else:
-            maximum = _as_widths(self.max_hidden_layer_sizes, "max_hidden_layer_sizes")
-        if len(maximum) != len(initial):
-            raise ValueError(
-                f"max_hidden_layer_sizes has {len(maximum)} entries but hidden_layer_sizes "
-                f"has {len(initial)}."
-            )
+            maximum = _per_layer(self.max_hidden_layer_sizes, "max_hidden_layer_sizes", initial)
         below = [(i, m, w) for i, (m, w) in enumerate(zip(maximum, initial)) if m < w]
         if below:
             i, m, w = below[0]
@@ -319,15 +312,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             return None  # schedule_target is ignored
         if self.schedule_target is None:
             return maximum
-        if np.ndim(self.schedule_target) == 0:
-            target = (_as_widths(self.schedule_target, "schedule_target")[0],) * len(initial)
-        else:
-            target = _as_widths(self.schedule_target, "schedule_target")
-        if len(target) != len(initial):
-            raise ValueError(
-                f"schedule_target has {len(target)} entries but hidden_layer_sizes has "
-                f"{len(initial)}."
-            )
+        target = _per_layer(self.schedule_target, "schedule_target", initial)
         for i, (t, w, m) in enumerate(zip(target, initial, maximum)):
             if not w <= t <= m:
                 raise ValueError(
@@ -336,6 +321,19 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                     f"outside [{w}, {m}]."
                 )
         return target
+
+
+def _per_layer(value, name, initial):
+    """``value`` as one width per hidden layer: an int applies to every layer, a sequence
+    must have one entry per layer of ``initial``."""
+    widths = _as_widths(value, name)
+    if np.ndim(value) == 0:
+        return widths * len(initial)
+    if len(widths) != len(initial):
+        raise ValueError(
+            f"{name} has {len(widths)} entries but hidden_layer_sizes has {len(initial)}."
+        )
+    return widths
 
 
 def _as_widths(value, name):

@@ -113,15 +113,15 @@ class GrowthCallback(Callback):
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         if not self._can_grow():
             return
+        module = net.module_
+        sites = module.growth_sites()
         if self._uses_gradients():
             # Hooks keep the step's inputs and output gradients; removed at train end.
             self._detach_recorder()
             keep_updates = getattr(self.trigger_, "needs_updates", False)
-            self._recorder = GradientRecorder(keep_updates).attach(net.module_.growth_sites())
+            self._recorder = GradientRecorder(keep_updates).attach(sites)
         if self._started:
             return
-        module = net.module_
-        sites = module.growth_sites()
         if self._uses_samples():
             self.buffer_ = self._first_buffer(X, sites, net.device)
         self.total_steps_ = planned_steps(net, X, self.planned_epochs)
@@ -152,10 +152,12 @@ class GrowthCallback(Callback):
     def grow(self, net):
         """Evaluate every site's trigger once and grow where it fires."""
         module = net.module_
+        # Sites refer to modules, not parameters: they stay valid while the sites grow.
+        sites = module.growth_sites()
         recorder = getattr(self, "_recorder", None)
-        gradients = recorder.snapshot(module.growth_sites()) if recorder is not None else None
+        gradients = recorder.snapshot(sites) if recorder is not None else None
         context = self._context(module, gradients)
-        for index, site in enumerate(module.growth_sites()):
+        for index, site in enumerate(sites):
             if site.room == 0:
                 continue  # nothing it could say would change the network
             tic = time.perf_counter()
