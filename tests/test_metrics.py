@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from sklearn_north.growth.metrics import (
+    GRAM_CHUNK_ROWS,
     METHODS,
     activation_metric,
     activation_rank,
     count_eigenvalues_above,
     count_singular_values_above,
+    gram,
     weight_metric,
     weight_rank,
 )
@@ -197,3 +199,11 @@ def test_ldl_inertia_count_with_explicit_2x2_pivots():
     assert count_eigenvalues_above(G, 0.0) == 3
     assert count_eigenvalues_above(G, -2.5) == 5  # -1, -2 above; -3 below
     assert count_eigenvalues_above(G, 1.5) == 2
+
+
+def test_gram_in_row_chunks_equals_one_product():
+    # More rows than GRAM_CHUNK_ROWS: accumulated in float64 chunk by chunk.
+    A = torch.randn(3 * GRAM_CHUNK_ROWS + 7, 40, generator=torch.Generator().manual_seed(0))
+    A64 = A.double()
+    torch.testing.assert_close(gram(A), A64.T @ A64, rtol=1e-12, atol=1e-9)
+    assert gram(A).dtype == torch.float64

@@ -70,7 +70,17 @@ def random_fan_in(site, k, generator):
     Scale is irrelevant: the result is rescaled to the layer's mean fan-in norm.
     """
     shape = (k, *site.fan_in_shape)
-    return torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1
+    # In place: Select draws 1000 candidates per event, no temporaries of that size.
+    return torch.rand(shape, generator=generator, dtype=torch.float64).mul_(2).sub_(1)
+
+
+def random_rescaled_fan_in(site, k, generator):
+    """``random_fan_in`` rescaled (in place) to the site's mean fan-in norm."""
+    w = random_fan_in(site, k, generator)
+    norms = w.reshape(k, -1).norm(dim=1)
+    target = mean_fan_in_norm(site)
+    factors = torch.where(norms > 0, target / norms.clamp_min(1e-300), torch.zeros_like(norms))
+    return w.mul_(factors.reshape(-1, *([1] * (w.ndim - 1))))
 
 
 def rescale_rows(w, target):
@@ -93,6 +103,11 @@ def _numerical_rank(s, shape):
     return int((s > tol).sum())
 
 
+#: Candidates scored at a time by Select and Pre-activation: bounds the memory of their
+#: (n_samples x chunk) activation blocks.
+CANDIDATE_CHUNK = 256
+
+
 def orthogonal_residual_norms(existing, candidates, threshold, gram=None):
     """How much of each candidate column lies outside the span of ``existing``'s columns.
 
@@ -105,13 +120,25 @@ def orthogonal_residual_norms(existing, candidates, threshold, gram=None):
 
     ``gram`` may pass a precomputed ``E^T E`` in float64.
     """
-    G = metrics.gram(existing) if gram is None else gram
-    eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
-    L = torch.linalg.cholesky(G + threshold**2 * eye)
-    proj = torch.linalg.solve_triangular(L, (existing.T @ candidates).double(), upper=False)
-    # Squares summed in the candidates' dtype: no float64 copy of the (n, K) block.
-    residual2 = candidates.square().sum(dim=0).double() - proj.square().sum(dim=0)
-    return residual2.clamp_min(0).sqrt()
+    return _ResidualScorer(existing, threshold, gram)(candidates)
+
+
+class _ResidualScorer:
+    """``orthogonal_residual_norms`` against fixed ``existing`` activations: the Cholesky
+    factor is computed once, candidates are scored in blocks."""
+
+    def __init__(self, existing, threshold, gram=None):
+        G = metrics.gram(existing) if gram is None else gram
+        eye = torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
+        self.existing = existing
+        self.L = torch.linalg.cholesky(G + threshold**2 * eye)
+
+    def __call__(self, candidates):
+        proj = (self.existing.T @ candidates).double()
+        proj = torch.linalg.solve_triangular(self.L, proj, upper=False)
+        # Squares summed in the candidates' dtype: no float64 copy of the (n, K) block.
+        residual2 = candidates.square().sum(dim=0).double() - proj.square().sum(dim=0)
+        return residual2.clamp_min(0).sqrt()
 
 
 def _select_most_orthogonal(index, site, k, context, fan_in, bias):
@@ -119,11 +146,16 @@ def _select_most_orthogonal(index, site, k, context, fan_in, bias):
     acts = context.activations(index)
     fan_in = _to_site(site, fan_in)
     bias = _to_site(site, bias)
-    pre = acts.inputs @ fan_in.reshape(fan_in.shape[0], -1).T + bias
-    post = site.activation(pre)
-    n = post.shape[0]
-    threshold = context.epsilon * math.sqrt(n)
-    scores = orthogonal_residual_norms(acts.post, post, threshold, context.post_gram(index))
+    n = acts.post.shape[0]
+    scorer = _ResidualScorer(acts.post, context.epsilon * math.sqrt(n), context.post_gram(index))
+    flat = fan_in.reshape(fan_in.shape[0], -1)
+    # Blocks of candidates: the (n, K) activations are never held at once.
+    scores = torch.cat(
+        [
+            scorer(site.activation(torch.addmm(b, acts.inputs, w.T)))
+            for w, b in zip(flat.split(CANDIDATE_CHUNK), bias.split(CANDIDATE_CHUNK))
+        ]
+    )
     chosen = torch.topk(scores, k).indices
     return NewNeurons(fan_in=fan_in[chosen], bias=bias[chosen])
 
@@ -135,7 +167,7 @@ class RandomInit(Initializer):
     """Random fan-in (Glorot direction, rescaled), zero bias, zero fan-out."""
 
     def __call__(self, index, site, k, context, generator):
-        w, _ = rescale_rows(random_fan_in(site, k, generator), mean_fan_in_norm(site))
+        w = random_rescaled_fan_in(site, k, generator)
         return NewNeurons(fan_in=_to_site(site, w))
 
 
@@ -161,7 +193,7 @@ class SelectInit(Initializer):
 
     def __call__(self, index, site, k, context, generator):
         n_cand = max(int(self.n_candidates), k)
-        w, _ = rescale_rows(random_fan_in(site, n_cand, generator), mean_fan_in_norm(site))
+        w = random_rescaled_fan_in(site, n_cand, generator)
         return _select_most_orthogonal(index, site, k, context, w, torch.zeros(n_cand))
 
 
@@ -206,7 +238,7 @@ class PreActivationInit(Initializer):
         Ub, sb, _ = torch.linalg.svd(B, full_matrices=False)
         Qb = Ub[:, : _numerical_rank(sb, B.shape)]
         if Qb.shape[1] >= len(sv):
-            w, _ = rescale_rows(random_fan_in(site, n_cand, generator), mean_fan_in_norm(site))
+            w = random_rescaled_fan_in(site, n_cand, generator)
             return _select_most_orthogonal(index, site, k, context, w, torch.zeros(n_cand))
         a = torch.randn(len(sv), n_cand, generator=generator, dtype=torch.float64)
         a = a.to(V.device)
@@ -383,7 +415,7 @@ class FireflyInit(Initializer):
         noise = torch.randn(n_split, W.shape[1], generator=generator, dtype=torch.float64)
         noise = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-300)
         noise = noise * (self.noise * W[split].norm(dim=1, keepdim=True))
-        new_w, _ = rescale_rows(random_fan_in(site, n_new, generator), mean_fan_in_norm(site))
+        new_w = random_rescaled_fan_in(site, n_new, generator)
         fan_in = torch.cat([W[split] + noise, new_w.reshape(n_new, -1)])
         bias = torch.cat([b[split] if b is not None else W.new_zeros(n_split), W.new_zeros(n_new)])
 

@@ -27,13 +27,25 @@ import torch
 METHODS = ("ldl", "eigh", "svd")
 
 
+#: Rows converted to float64 at a time by ``gram``: bounds the float64 copy's memory.
+GRAM_CHUNK_ROWS = 512
+
+
 def gram(A):
     """``A^T A`` in float64: the Gram matrix of ``A``'s columns (e.g. of a layer's neurons).
 
-    Its eigenvalues are the squared singular values of ``A``.
+    Its eigenvalues are the squared singular values of ``A``. Rows are converted to float64
+    ``GRAM_CHUNK_ROWS`` at a time, so no float64 copy of a large ``A`` is made.
     """
-    A64 = A.detach().double()
-    return A64.T @ A64
+    A = A.detach()
+    if A.dtype == torch.float64 or A.shape[0] <= GRAM_CHUNK_ROWS:
+        A64 = A.double()
+        return A64.T @ A64
+    G = A.new_zeros((A.shape[1], A.shape[1]), dtype=torch.float64)
+    for chunk in A.split(GRAM_CHUNK_ROWS):
+        chunk = chunk.double()
+        G.addmm_(chunk.T, chunk)
+    return G
 
 
 def count_eigenvalues_above(G, cutoff, method="ldl"):
