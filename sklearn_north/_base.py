@@ -63,6 +63,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         "n_candidates": [Interval(Integral, 1, None, closed="left")],
         "trigger_interval": [Interval(Integral, 1, None, closed="left")],
         "buffer_size": [Interval(Integral, 2, None, closed="left"), None],
+        "activation_source": [StrOptions({"buffer", "training"})],
         "optimizer": [StrOptions(set(OPTIMIZERS)), type],
         "optimizer_params": [dict, None],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -208,6 +209,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             initializer,
             trigger_interval=self.trigger_interval,
             buffer_size=self.buffer_size,
+            activation_source=self.activation_source,
             random_state=self._seed,
             # Schedules plan for max_epochs epochs (partial_fit calls count as epochs).
             planned_epochs=self.max_epochs,

@@ -71,6 +71,14 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
     buffer_size : int or None, default=None
         Recent training samples on which activations are measured. ``None``: twice the
         largest maximum width (the metric needs more samples than neurons).
+    activation_source : {"buffer", "training"}, default="buffer"
+        Where the activation trigger and ``north-select``/``north-pre`` read activations.
+        ``"buffer"`` (the paper): a forward pass of the sample buffer with the current
+        weights at every evaluation. ``"training"`` (fast mode, an approximation): the
+        activations that the training forward passes already computed for the last
+        ``buffer_size`` samples, each as old as the step it was trained at; saves one
+        forward pass of ``buffer_size`` samples per evaluation. Its effect on widths and
+        accuracy is measured in ``benchmarks/results/mnist.md``.
     activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
     optimizer : {"adam", "adamw", "sgd", "rmsprop"} or torch optimizer class, default="adam"
     optimizer_params : dict or None, default=None
@@ -143,6 +151,7 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         n_candidates=1000,
         trigger_interval=1,
         buffer_size=None,
+        activation_source="buffer",
         activation="relu",
         optimizer="adam",
         optimizer_params=None,
@@ -167,6 +176,7 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         self.n_candidates = n_candidates
         self.trigger_interval = trigger_interval
         self.buffer_size = buffer_size
+        self.activation_source = activation_source
         self.activation = activation
         self.optimizer = optimizer
         self.optimizer_params = optimizer_params

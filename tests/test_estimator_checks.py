@@ -46,6 +46,8 @@ ESTIMATORS = [
     # its position in the batch (~1e-7), which check_methods_sample_order_invariance
     # (rtol=1e-7) flags; that is not what this estimator is here to check.
     GrowingMLPClassifier(strategy=(EveryKSteps(k=3, n_neurons=8), RandomInit()), **FAST),
+    # Fast mode: activations from the training forward pass.
+    GrowingMLPClassifier(strategy="north-select", activation_source="training", **FAST),
 ]
 
 
@@ -54,6 +56,8 @@ def _label(estimator):
         return "custom"
     if estimator.schedule is not None:
         return f"{estimator.strategy}+{estimator.schedule}"
+    if estimator.activation_source != "buffer":
+        return f"{estimator.strategy}+{estimator.activation_source}"
     return estimator.strategy
 
 

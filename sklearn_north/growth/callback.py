@@ -14,6 +14,7 @@ import torch
 from skorch.callbacks import Callback
 from skorch.dataset import get_len
 
+from .activations import ActivationRecorder
 from .context import GrowthContext, SampleBuffer
 from .gradients import GradientRecorder
 from .sites import add_neurons
@@ -29,6 +30,9 @@ EVENT_DTYPES = {
     "threshold": "float64",
 }
 EVENT_COLUMNS = tuple(EVENT_DTYPES)
+
+#: Where activation statistics come from (``activation_source``).
+ACTIVATION_SOURCES = ("buffer", "training")
 
 
 class GrowthCallback(Callback):
@@ -56,6 +60,14 @@ class GrowthCallback(Callback):
     planned_epochs : int or None, default=None
         Epochs the training is planned for, which sets ``total_steps_``. ``None``: the
         net's ``max_epochs`` when training starts.
+    activation_source : {"buffer", "training"}, default="buffer"
+        Where activation statistics come from. ``"buffer"`` (the paper): a forward pass of
+        the sample buffer with the current weights at every evaluation. ``"training"``
+        (fast mode, an approximation): the inputs and pre-activations that the training
+        forward passes computed for the last ``buffer_size`` training samples, kept by
+        hooks (see ``activations.ActivationRecorder``); no extra forward pass. Rows are
+        stale by up to ``buffer_size / batch_size`` steps; the first ones come from the
+        untrained network on the first buffer.
 
     Attributes
     ----------
@@ -81,6 +93,7 @@ class GrowthCallback(Callback):
         second_moment="mean",
         random_state=None,
         planned_epochs=None,
+        activation_source="buffer",
     ):
         self.trigger = trigger
         self.initializer = initializer
@@ -89,10 +102,16 @@ class GrowthCallback(Callback):
         self.second_moment = second_moment
         self.random_state = random_state
         self.planned_epochs = planned_epochs
+        self.activation_source = activation_source
 
     # -- skorch hooks -------------------------------------------------------------------
 
     def initialize(self):
+        if self.activation_source not in ACTIVATION_SOURCES:
+            raise ValueError(
+                f"activation_source must be one of {ACTIVATION_SOURCES}, got "
+                f"{self.activation_source!r}."
+            )
         # Copies: fit must not modify the objects it was given.
         self.trigger_ = copy.deepcopy(self.trigger)
         if hasattr(self.trigger_, "reset"):
@@ -108,6 +127,7 @@ class GrowthCallback(Callback):
         self._generator = torch.Generator().manual_seed(_seed(self.random_state))
         self._started = False
         self._detach_recorder()
+        self._detach_activation_recorder()
         return self
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
@@ -120,22 +140,27 @@ class GrowthCallback(Callback):
             self._detach_recorder()
             keep_updates = getattr(self.trigger_, "needs_updates", False)
             self._recorder = GradientRecorder(keep_updates).attach(sites)
-        if self._started:
-            return
-        if self._uses_samples():
-            self.buffer_ = self._first_buffer(X, sites, net.device)
-        self.total_steps_ = planned_steps(net, X, self.planned_epochs)
-        context = self._context(module)
-        # Baselines on the untrained network and the first buffer (phi(f_0, l)).
-        if hasattr(self.trigger_, "initialize"):
-            self.trigger_.initialize(sites, context)
-        self._started = True
+        if not self._started:
+            if self._uses_samples():
+                self.buffer_ = self._first_buffer(X, sites, net.device)
+            self.total_steps_ = planned_steps(net, X, self.planned_epochs)
+            context = self._context(module)
+            # Baselines on the untrained network and the first buffer (phi(f_0, l)).
+            if hasattr(self.trigger_, "initialize"):
+                self.trigger_.initialize(sites, context)
+            self._started = True
+        if self._records_activations():
+            # Seeded with the buffer's activations so that n > M from the first step.
+            self._detach_activation_recorder()
+            recorder = ActivationRecorder(self.buffer_.capacity).attach(sites)
+            recorder.fill(self._context(module).activations_all())
+            self._activation_recorder = recorder
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         if not training or not self._can_grow():
             return
         self.step_ += 1
-        if self.buffer_ is not None:
+        if self.buffer_ is not None and not self._records_activations():
             self.buffer_.extend(_as_tensor(batch[0], net.device))
         if self.step_ % self.trigger_interval == 0:
             self.grow(net)
@@ -146,6 +171,7 @@ class GrowthCallback(Callback):
 
     def on_train_end(self, net, **kwargs):
         self._detach_recorder()
+        self._detach_activation_recorder()
 
     # -- Algorithm 1 --------------------------------------------------------------------
 
@@ -198,6 +224,14 @@ class GrowthCallback(Callback):
             self.initializer_, "needs_gradients", False
         )
 
+    def _records_activations(self):
+        return self.activation_source == "training" and self.buffer_ is not None
+
+    def _detach_activation_recorder(self):
+        recorder = self.__dict__.pop("_activation_recorder", None)
+        if recorder is not None:
+            recorder.detach()
+
     def _detach_recorder(self):
         recorder = self.__dict__.pop("_recorder", None)
         if recorder is not None:
@@ -226,11 +260,14 @@ class GrowthCallback(Callback):
             step=self.step_,
             total_steps=self.total_steps_,
             gradients=gradients,
+            recorder=getattr(self, "_activation_recorder", None),
         )
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_recorder", None)  # hooks and tensors of a training run: never pickled
+        # Hooks and tensors of a training run: never pickled.
+        state.pop("_recorder", None)
+        state.pop("_activation_recorder", None)
         if "_generator" in state:
             state["_generator"] = state["_generator"].get_state()
         return state

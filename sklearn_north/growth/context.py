@@ -96,10 +96,20 @@ class GrowthContext:
     gradients : GradientSnapshot or None, default=None
         Gradient statistics of the training step just taken (see ``gradients``), for
         triggers and initializers with ``needs_gradients``.
+    recorder : ActivationRecorder or None, default=None
+        Fast mode: activations are read from what the training forward passes recorded
+        (see ``activations``) instead of a forward pass of ``samples``.
     """
 
     def __init__(
-        self, module, samples=None, epsilon=0.01, step=0, total_steps=None, gradients=None
+        self,
+        module,
+        samples=None,
+        epsilon=0.01,
+        step=0,
+        total_steps=None,
+        gradients=None,
+        recorder=None,
     ):
         self.module = module
         self.samples = samples
@@ -107,17 +117,26 @@ class GrowthContext:
         self.step = step
         self.total_steps = total_steps
         self._gradients = gradients
+        self._recorder = recorder
         self._activations = None
         self._grams = {}
 
     def activations(self, index):
-        """``SiteActivations`` of site ``index`` with the current weights."""
+        """``SiteActivations`` of site ``index`` with the current weights (or, in fast
+        mode, as the training forward passes computed them)."""
+        return self.activations_all()[index]
+
+    def activations_all(self):
+        """``SiteActivations`` of every site (see ``activations``)."""
         if self._activations is None:
-            if self.samples is None:
+            if self._recorder is not None:
+                self._activations = self._recorder.site_activations()
+            elif self.samples is None:
                 raise RuntimeError("This growth evaluation has no samples.")
-            with torch.no_grad():
-                self._activations = self.module.site_activations(self.samples)
-        return self._activations[index]
+            else:
+                with torch.no_grad():
+                    self._activations = self.module.site_activations(self.samples)
+        return self._activations
 
     def post_gram(self, index):
         """Float64 Gram matrix ``H^T H`` (M x M) of site ``index``'s post-activations.
@@ -150,5 +169,7 @@ class GrowthContext:
         cached activations and brings the gradient statistics of the sites that read the
         grown one up to date (``GradientSnapshot.site_grew``)."""
         self.invalidate()
+        if self._recorder is not None:
+            self._recorder.site_grew(index, self.module.growth_sites(), new)
         if self._gradients is not None:
             self._gradients.site_grew(index, self.module.growth_sites(), new)

@@ -1,0 +1,144 @@
+"""Fast mode: activation statistics from the training forward pass (no extra forward).
+
+The paper's protocol (the default, ``activation_source="buffer"``) recomputes every
+site's activations on the sample buffer with the current weights at each evaluation: one
+extra forward pass of ``buffer_size`` samples per step, about as costly as the training
+step itself on MNIST. ``ActivationRecorder`` instead keeps what the training forward pass
+already computed: for each site, the producer's input and pre-activations of the last
+``capacity`` training samples, in a ring. Every statistic is then taken on those rows.
+
+This is an approximation, off by default: a row is as stale as the step it was trained
+at (up to ``capacity / batch_size`` steps old, computed before that step's optimizer
+update), and the first rows come from the untrained network (the baseline's buffer). When
+a site grows, the new neurons' columns are computed exactly on the kept rows: their
+pre-activations from the kept inputs, and the same columns are appended to the inputs
+kept for the sites that read the grown one.
+"""
+
+import torch
+
+from .context import SiteActivations
+
+
+class _Ring:
+    """A fixed number of rows, overwritten oldest first."""
+
+    def __init__(self, capacity):
+        self.capacity = int(capacity)
+        self.data = None
+        self.size = 0
+        self._next = 0
+
+    def push(self, rows):
+        rows = rows.detach()
+        if self.data is None or self.data.shape[1:] != rows.shape[1:]:
+            self.data = rows.new_empty((self.capacity, *rows.shape[1:]))
+            self.size, self._next = 0, 0
+        if rows.shape[0] >= self.capacity:
+            self.data.copy_(rows[-self.capacity :])
+            self.size, self._next = self.capacity, 0
+            return
+        end = self._next + rows.shape[0]
+        if end <= self.capacity:
+            self.data[self._next : end] = rows
+        else:
+            split = self.capacity - self._next
+            self.data[self._next :] = rows[:split]
+            self.data[: end - self.capacity] = rows[split:]
+        self._next = end % self.capacity
+        self.size = min(self.size + rows.shape[0], self.capacity)
+
+    def rows(self):
+        return self.data[: self.size]
+
+    def append_columns(self, columns):
+        """Append ``columns`` (size x c), one row per kept row, in the kept rows' order."""
+        grown = self.data.new_zeros((self.capacity, self.data.shape[1] + columns.shape[1]))
+        grown[:, : self.data.shape[1]] = self.data
+        grown[: self.size, self.data.shape[1] :] = columns
+        self.data = grown
+
+
+class ActivationRecorder:
+    """Keeps each site's producer input and pre-activations from the training forward.
+
+    Usage: ``attach(sites)`` registers forward hooks on the sites' producers (they record
+    only forward passes in training mode with gradients enabled), ``fill(activations)``
+    seeds the rings (e.g. with the baseline's activations), ``site_activations()`` returns
+    one ``SiteActivations`` per site on the kept rows, ``site_grew(...)`` keeps them up to
+    date after growth, ``detach()`` removes the hooks. Dense sites only.
+
+    Parameters
+    ----------
+    capacity : int
+        Rows kept per site (the sample buffer's size).
+    """
+
+    def __init__(self, capacity):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}.")
+        self.capacity = int(capacity)
+        self._handles = []
+        self._index = {}
+        self._inputs = {}
+        self._pre = {}
+        self._activations = []
+
+    def attach(self, sites):
+        self.detach()
+        for index, site in enumerate(sites):
+            if len(site.fan_in_shape) != 1:
+                raise NotImplementedError(
+                    "activation_source='training' supports dense sites only, got fan-in "
+                    f"shape {tuple(site.fan_in_shape)} for site {site.name!r}."
+                )
+            self._index[id(site.producer)] = index
+            self._inputs.setdefault(index, _Ring(self.capacity))
+            self._pre.setdefault(index, _Ring(self.capacity))
+            self._handles.append(site.producer.register_forward_hook(self._record))
+        self._activations = [site.activation for site in sites]
+        return self
+
+    def detach(self):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        return self
+
+    def _record(self, module, args, output):
+        if module.training and torch.is_grad_enabled():
+            index = self._index[id(module)]
+            self._inputs[index].push(args[0].reshape(args[0].shape[0], -1))
+            self._pre[index].push(output)
+
+    def fill(self, activations):
+        """Push ``SiteActivations`` (one per site, e.g. on the first buffer) into the rings."""
+        for index, acts in enumerate(activations):
+            self._inputs[index].push(acts.inputs.reshape(acts.inputs.shape[0], -1))
+            self._pre[index].push(acts.pre)
+
+    def site_activations(self):
+        """One ``SiteActivations`` per site, on the kept rows."""
+        out = []
+        for index, activation in enumerate(self._activations):
+            inputs, pre = self._inputs[index], self._pre[index]
+            if inputs.size != pre.size:
+                raise RuntimeError("The recorded inputs and pre-activations are out of step.")
+            rows = pre.rows()
+            out.append(SiteActivations(inputs=inputs.rows(), pre=rows, post=activation(rows)))
+        return out
+
+    def site_grew(self, index, sites, new):
+        """Append the columns of ``new`` (``NewNeurons`` added to site ``index``)."""
+        site = sites[index]
+        inputs = self._inputs[index].rows()
+        w = new.fan_in.reshape(new.fan_in.shape[0], -1).to(inputs.dtype)
+        pre = inputs @ w.T
+        if new.bias is not None:
+            pre = pre + new.bias.to(pre.dtype)
+        self._pre[index].append_columns(pre)
+        readers = {id(c.module) for c in site.consumers}
+        post = site.activation(pre)
+        for module_id, reader in self._index.items():
+            if module_id in readers:
+                self._inputs[reader].append_columns(post)
