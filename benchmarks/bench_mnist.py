@@ -98,10 +98,43 @@ def load_data(args):
     return X_train, X_test, y_train, y_test
 
 
-def run(name, seed, args, data):
+#: How a dynamic strategy is run besides its name (``--variants``):
+#: ``exact``: the package's defaults, the paper's formulas (and ``--rounding``,
+#: ``--grad-norms``, ``--grad-scale``, ``--activation-source`` as given);
+#: ``fast``: activations kept from the training forward (``activation_source="training"``),
+#: only for strategies that read activations;
+#: ``reference``: the authors' code's trigger arithmetic (``trigger_rounding="reference"``;
+#: gradient threshold from the optimizer step's norms, halved).
+VARIANTS = ("exact", "fast", "reference")
+READS_ACTIVATIONS = ("north-select", "north-pre", "north-random")
+
+
+def variant_args(args, variant):
+    """The options of one variant (a copy of ``args``)."""
+    out = argparse.Namespace(**vars(args))
+    if variant == "fast":
+        out.activation_source = "training"
+    elif variant == "reference":
+        out.rounding, out.grad_norms, out.grad_scale = "reference", "updates", 0.5
+    return out
+
+
+def planned_runs(args):
+    """``(name, variant)`` pairs of one seed, in order: static baselines, then each variant."""
+    runs = [(name, "exact") for name in args.strategies if name in STATIC_BASELINES]
+    for variant in args.variants:
+        for name in args.strategies:
+            if name in STATIC_BASELINES or (variant == "fast" and name not in READS_ACTIVATIONS):
+                continue
+            runs.append((name, variant))
+    return runs
+
+
+def run(name, seed, args, data, variant="exact"):
     """One run: a growing fit and its static twin, or a static baseline alone.
 
     Returns ``(row, events)``: the CSV row and the growth events (DataFrame)."""
+    args = variant_args(args, variant)
     X_train, X_test, y_train, y_test = data
     common = dict(
         lr=args.lr,
@@ -118,15 +151,24 @@ def run(name, seed, args, data):
         # No static twin: a static baseline is its own reference.
         for key in ("static_fit_s", "static_cpu_s", "static_peak_mib", "time_ratio"):
             timed[key] = math.nan
-        timed.update(memory_ratio=math.nan, trigger_s=0.0, initializer_s=0.0)
+        timed.update(
+            memory_ratio=math.nan,
+            process_memory_ratio=math.nan,
+            static_process_peak_mib=math.nan,
+            trigger_s=0.0,
+            initializer_s=0.0,
+        )
         label, static_accuracy = name, math.nan
     else:
         strategy, label = build_strategy(name, args)
+        if args.activation_source == "training":
+            label = f"{name} (fast)"
         clf = GrowingMLPClassifier(
             strategy=strategy,
             hidden_layer_sizes=args.hidden,
             max_hidden_layer_sizes=args.max_hidden,
             trigger_rounding=args.rounding,
+            activation_source=args.activation_source,
             **common,
         )
         static, timed = grow_vs_static(clf, X_train, y_train, memory=True)
@@ -135,6 +177,7 @@ def run(name, seed, args, data):
     row = {
         "strategy": label,
         "name": name,
+        "variant": variant,
         "seed": seed,
         **{f"width_{i + 1}": w for i, w in enumerate(widths)},
         "widths": widths_text(widths),
@@ -200,9 +243,11 @@ def summarize(df):
                 "time ratio": g["time_ratio"].mean(),
                 "triggers %": 100 * g["trigger_share"].mean(),
                 "initializers %": 100 * g["initializer_share"].mean(),
-                "peak MiB": g["peak_mib"].mean(),
-                "static peak MiB": g["static_peak_mib"].mean(),
-                "memory ratio": g["memory_ratio"].mean(),
+                "fit peak MiB": g["peak_mib"].mean(),
+                "static fit peak MiB": g["static_peak_mib"].mean(),
+                "fit memory ratio": g["memory_ratio"].mean(),
+                "process peak MiB": g["process_peak_mib"].mean(),
+                "process memory ratio": g["process_memory_ratio"].mean(),
                 "static accuracy": g["static_accuracy"].mean(),
                 "growth events": g["growth_events"].mean(),
             }
@@ -255,12 +300,17 @@ def report(df, args, elapsed):
         "widths it reached, trained the same way (same data, optimizer, epochs, seed). "
         "`time ratio` = growing / static wall time; `triggers %` and `initializers %`: "
         "share of the growing fit's wall time spent in them (callback `timings_`). "
-        "`peak MiB`: peak resident memory of the process during the fit above its "
+        "`fit peak MiB`: peak resident memory of the process during the fit above its "
         "resident memory just before (the kernel's peak-RSS mark is reset before every "
-        "fit, after a garbage collection and `malloc_trim`; a warm-up fit runs first); "
-        "`memory ratio` = growing / static peak (fits that allocate little differ by a few "
-        "MiB from run to run: read small peaks and their ratios as noise). The static "
-        "baselines have no twin.\n\n" + markdown_table(costs, floatfmt=".2f", index=False) + "\n"
+        "fit, after a garbage collection and `malloc_trim`; a warm-up fit runs first): "
+        "what the fit itself allocates, the training data excluded; `fit memory ratio` = "
+        "growing / static (fits that allocate little differ by a few MiB from run to run: "
+        "read small peaks and their ratios as noise). `process peak MiB`: the process's "
+        "peak resident memory during the fit, the loaded MNIST arrays and the libraries "
+        "included (what a user's run needs); `process memory ratio` = growing / static. "
+        "The static baselines have no twin.\n\n"
+        + markdown_table(costs, floatfmt=".2f", index=False)
+        + "\n"
     )
 
 
@@ -339,6 +389,13 @@ def main():
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
     p.add_argument("--max-hidden", type=int, nargs="+", default=[784, 784])
     p.add_argument("--trigger-interval", type=int, default=1, help="(1: every step)")
+    p.add_argument(
+        "--activation-source",
+        choices=["buffer", "training"],
+        default="buffer",
+        help="activations recomputed on the buffer (paper) or kept from the training "
+        "forward (fast mode)",
+    )
     add_gradient_options(p)
     p.add_argument("--threads", type=int, default=None, help="torch threads (torch's default)")
     p.add_argument(
@@ -346,6 +403,19 @@ def main():
         default=default_data_home(),
         help=f"folder of the MNIST IDX files (default: {SHARED_MNIST} if it exists, else "
         "load_mnist's default)",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["exact"],
+        choices=VARIANTS,
+        help="exact (default), fast (activations from the training forward), reference "
+        "(the authors' code's trigger arithmetic)",
+    )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild the summary and plots from the CSVs of an earlier (possibly cut) run",
     )
     p.add_argument("--plot", action="store_true", help="also write PNGs (needs matplotlib)")
     p.add_argument("--out", default=None, help="results name (mnist, or mnist_quick)")
@@ -356,21 +426,37 @@ def main():
     out = args.out or ("mnist_quick" if args.quick else "mnist")
     set_threads(args.threads)
 
-    data = load_data(args)
-    args.n_train, args.n_test = len(data[0]), len(data[1])
-    warm_up(data[0], data[2])
-    rows, events = [], []
-    for seed in range(args.seeds):
-        for name in args.strategies:
-            row, ev = run(name, seed, args, data)
-            rows.append(row)
-            events.append(ev)
-            print(progress(row, time.perf_counter() - start), flush=True)
-    df = pd.DataFrame(rows)
-    events = pd.concat([e for e in events if len(e)] or events[:1], ignore_index=True)
-    text = report(df, args, time.perf_counter() - start)
-    write_results(df, text, out)
+    data = None
+    if not args.report_only:
+        data = load_data(args)
+        args.n_train, args.n_test = len(data[0]), len(data[1])
+        warm_up(data[0], data[2])
     cols = ["strategy", "seed", "step", "epoch", "layer", "n_added", "width"]
+    if args.report_only:
+        # Rebuild the summary (and plots) from the CSVs of an earlier, possibly cut, run.
+        df = pd.read_csv(RESULTS / f"{out}.csv")
+        events = pd.read_csv(RESULTS / f"{out}_growth.csv")
+        args.seeds = df["seed"].nunique()
+        elapsed = df["elapsed_s"].max()
+    else:
+        rows, events = [], []
+        for seed in range(args.seeds):
+            for name, variant in planned_runs(args):
+                row, ev = run(name, seed, args, data, variant)
+                row["elapsed_s"] = time.perf_counter() - start
+                rows.append(row)
+                events.append(ev)
+                print(progress(row, row["elapsed_s"]), flush=True)
+                # Written after every run: a cut run keeps what it measured.
+                pd.DataFrame(rows).to_csv(RESULTS / f"{out}.csv", index=False)
+                pd.concat([e for e in events if len(e)] or events[:1], ignore_index=True)[
+                    cols
+                ].to_csv(RESULTS / f"{out}_growth.csv", index=False)
+        df = pd.DataFrame(rows)
+        events = pd.concat([e for e in events if len(e)] or events[:1], ignore_index=True)
+        elapsed = time.perf_counter() - start
+    text = report(df, args, elapsed)
+    write_results(df, text, out)
     events[cols].to_csv(RESULTS / f"{out}_growth.csv", index=False)
     if args.plot:
         plot(df, events, args, out, math.ceil(args.n_train / args.batch_size))
