@@ -141,8 +141,10 @@ class _ResidualScorer:
         return residual2.clamp_min(0).sqrt()
 
 
-def _select_most_orthogonal(index, site, k, context, fan_in, bias):
-    """Keep the k candidates whose post-activations are most orthogonal to the site's."""
+def _select_most_orthogonal(index, site, k, context, fan_in, bias, largest=True):
+    """Keep the k candidates whose post-activations are most orthogonal to the site's
+    (``largest=False``: the least orthogonal, which only benchmarks use, to reproduce the
+    reference code's sorting mistake)."""
     acts = context.activations(index)
     fan_in = _to_site(site, fan_in)
     bias = _to_site(site, bias)
@@ -156,7 +158,7 @@ def _select_most_orthogonal(index, site, k, context, fan_in, bias):
             for w, b in zip(flat.split(CANDIDATE_CHUNK), bias.split(CANDIDATE_CHUNK))
         ]
     )
-    chosen = torch.topk(scores, k).indices
+    chosen = torch.topk(scores, k, largest=largest).indices
     return NewNeurons(fan_in=fan_in[chosen], bias=bias[chosen])
 
 
