@@ -76,9 +76,9 @@ class LeastOrthogonalSelect(SelectInit):
         return _select_most_orthogonal(index, site, k, context, w, bias, largest=False)
 
 
-def least_orthogonal_select(gamma=0.97):
+def least_orthogonal_select(gamma=0.97, rounding="paper"):
     """``north-select`` with the reference code's candidate order (a custom pair)."""
-    return (ActivationTrigger(gamma=gamma), LeastOrthogonalSelect())
+    return (ActivationTrigger(gamma=gamma, rounding=rounding), LeastOrthogonalSelect())
 
 
 def build_strategy(name, args):

@@ -169,7 +169,8 @@ def run(name, seed, args, data, variant="exact"):
         if args.activation_source == "training":
             label = f"{name} (fast)"
         if variant == "least-orthogonal":
-            strategy, label = least_orthogonal_select(), f"{name} (least orthogonal kept)"
+            strategy = least_orthogonal_select(rounding=args.rounding)
+            label = f"{name} (least orthogonal kept, {args.rounding} rounding)"
         clf = GrowingMLPClassifier(
             strategy=strategy,
             hidden_layer_sizes=args.hidden,
