@@ -20,6 +20,7 @@ from sklearn_north.growth import (
     NewNeurons,
     RandomInit,
     add_neurons,
+    metrics,
 )
 from sklearn_north.nn import ACTIVATIONS, GrowableMLP
 from sklearn_north.nn.activations import relu
@@ -149,6 +150,33 @@ def test_trigger_counts_singular_values_above_the_gradient_norm_sum(make_mlp):
                 counts.append(expected)
     # The cases cover both sides of the threshold.
     assert min(counts) == 0 and max(counts) >= 2, counts
+
+
+def test_trigger_skips_the_count_below_the_frobenius_bound(make_mlp, monkeypatch):
+    # sigma_max(G) <= ||G||_F: with the threshold above ||G||_F nothing can fire, and the
+    # Gram matrix is not formed; just above sigma_max it is formed and counts 0.
+    module = make_mlp(n_features=10, hidden=(3, 6), n_outputs=6, trained=0.5)
+    X, y = batch(n=64, n_features=10, n_classes=6)
+    context = GrowthContext(module, gradients=recorded_step(module, X, y))
+    site = module.growth_sites()[0]
+    G = context.gradients(0).G.double()
+    frobenius, sigma_max = float(G.norm()), float(torch.linalg.matrix_norm(G, ord=2))
+    base = GradientTrigger().threshold(context.gradients(0))
+    calls = []
+    original = metrics.count_singular_values_above
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "count_singular_values_above", counting)
+    above = GradientTrigger(scale=1.01 * frobenius / base)(0, site, context)
+    assert above.n_neurons == 0 and not calls
+    between = GradientTrigger(scale=1.01 * sigma_max / base)(0, site, context)
+    assert sigma_max < frobenius / 1.01  # a rank > 1 G: the two bounds differ
+    assert between.n_neurons == 0 and len(calls) == 1
+    below = GradientTrigger(scale=0.99 * sigma_max / base)(0, site, context)
+    assert below.n_neurons >= 1 and len(calls) == 2
 
 
 def test_scale_halves_the_threshold_and_bias_is_part_of_the_fan_in(make_mlp):

@@ -274,6 +274,11 @@ class GradientTrigger(Trigger):
         grads = context.gradients(index)
         threshold = self.threshold(grads)
         G = grads.G
+        # sigma_max(G) <= ||G||_F: below the threshold no singular value can exceed it, so
+        # the count (a Gram matrix and its factorisation) is skipped. The margin covers
+        # the norm's float32 rounding.
+        if float(torch.linalg.vector_norm(G)) * (1 + 1e-5) <= threshold:
+            return TriggerDecision(0, float("nan"), threshold)
         n = metrics.count_singular_values_above(G, threshold, self.method)
         metric = float("nan")
         if n > 0:
