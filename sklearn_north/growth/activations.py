@@ -17,39 +17,18 @@ kept for the sites that read the grown one.
 
 import torch
 
-from .context import SiteActivations
+from .context import SampleBuffer, SiteActivations
 
 
-class _Ring:
-    """A fixed number of rows, overwritten oldest first."""
+class _Ring(SampleBuffer):
+    """A ``SampleBuffer`` of one tensor of a site, whose columns can grow."""
 
-    def __init__(self, capacity):
-        self.capacity = int(capacity)
-        self.data = None
-        self.size = 0
-        self._next = 0
-
-    def push(self, rows):
-        rows = rows.detach()
-        if self.data is None or self.data.shape[1:] != rows.shape[1:]:
-            self.data = rows.new_empty((self.capacity, *rows.shape[1:]))
-            self.size, self._next = 0, 0
-        if rows.shape[0] >= self.capacity:
-            self.data.copy_(rows[-self.capacity :])
-            self.size, self._next = self.capacity, 0
-            return
-        end = self._next + rows.shape[0]
-        if end <= self.capacity:
-            self.data[self._next : end] = rows
-        else:
-            split = self.capacity - self._next
-            self.data[self._next :] = rows[:split]
-            self.data[: end - self.capacity] = rows[split:]
-        self._next = end % self.capacity
-        self.size = min(self.size + rows.shape[0], self.capacity)
-
-    def rows(self):
-        return self.data[: self.size]
+    def extend(self, rows):
+        if self.data is not None and self.data.shape[1:] != rows.shape[1:]:
+            # The site's width changed without site_grew (e.g. surgery outside the
+            # callback): the kept rows no longer match, start again.
+            self.data, self.size, self._next = None, 0, 0
+        super().extend(rows)
 
     def append_columns(self, columns):
         """Append ``columns`` (size x c), one row per kept row, in the kept rows' order."""
@@ -108,14 +87,14 @@ class ActivationRecorder:
     def _record(self, module, args, output):
         if module.training and torch.is_grad_enabled():
             index = self._index[id(module)]
-            self._inputs[index].push(args[0].reshape(args[0].shape[0], -1))
-            self._pre[index].push(output)
+            self._inputs[index].extend(args[0].reshape(args[0].shape[0], -1))
+            self._pre[index].extend(output)
 
     def fill(self, activations):
         """Push ``SiteActivations`` (one per site, e.g. on the first buffer) into the rings."""
         for index, acts in enumerate(activations):
-            self._inputs[index].push(acts.inputs.reshape(acts.inputs.shape[0], -1))
-            self._pre[index].push(acts.pre)
+            self._inputs[index].extend(acts.inputs.reshape(acts.inputs.shape[0], -1))
+            self._pre[index].extend(acts.pre)
 
     def site_activations(self):
         """One ``SiteActivations`` per site, on the kept rows."""
@@ -124,14 +103,14 @@ class ActivationRecorder:
             inputs, pre = self._inputs[index], self._pre[index]
             if inputs.size != pre.size:
                 raise RuntimeError("The recorded inputs and pre-activations are out of step.")
-            rows = pre.rows()
-            out.append(SiteActivations(inputs=inputs.rows(), pre=rows, post=activation(rows)))
+            rows = pre.samples()
+            out.append(SiteActivations(inputs=inputs.samples(), pre=rows, post=activation(rows)))
         return out
 
     def site_grew(self, index, sites, new):
         """Append the columns of ``new`` (``NewNeurons`` added to site ``index``)."""
         site = sites[index]
-        inputs = self._inputs[index].rows()
+        inputs = self._inputs[index].samples()
         w = new.fan_in.reshape(new.fan_in.shape[0], -1).to(inputs.dtype)
         pre = inputs @ w.T
         if new.bias is not None:
