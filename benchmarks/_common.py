@@ -35,7 +35,6 @@ from sklearn.base import clone
 from sklearn_north import STRATEGIES as REGISTRY
 from sklearn_north import GrowingMLPClassifier
 from sklearn_north.growth import INITIALIZERS, ActivationTrigger, GradientTrigger, SelectInit
-from sklearn_north.growth.initializers import _select_most_orthogonal, random_rescaled_fan_in
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -69,11 +68,7 @@ class LeastOrthogonalSelect(SelectInit):
     the candidates (SPEC section 4 lists this as a mistake not to copy; benchmarks use it
     only to measure what it does to the widths)."""
 
-    def __call__(self, index, site, k, context, generator):
-        n_cand = max(int(self.n_candidates), k)
-        w = random_rescaled_fan_in(site, n_cand, generator)
-        bias = torch.zeros(n_cand)
-        return _select_most_orthogonal(index, site, k, context, w, bias, largest=False)
+    _keep_most_orthogonal = False
 
 
 def least_orthogonal_select(gamma=0.97, rounding="paper"):

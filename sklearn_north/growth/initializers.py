@@ -76,18 +76,18 @@ def random_fan_in(site, k, generator):
 
 def random_rescaled_fan_in(site, k, generator):
     """``random_fan_in`` rescaled (in place) to the site's mean fan-in norm."""
-    w = random_fan_in(site, k, generator)
-    norms = w.reshape(k, -1).norm(dim=1)
-    target = mean_fan_in_norm(site)
-    factors = torch.where(norms > 0, target / norms.clamp_min(1e-300), torch.zeros_like(norms))
-    return w.mul_(factors.reshape(-1, *([1] * (w.ndim - 1))))
+    w, _ = rescale_rows(random_fan_in(site, k, generator), mean_fan_in_norm(site), inplace=True)
+    return w
 
 
-def rescale_rows(w, target):
-    """Scale each row of ``w`` (k, ...) to L2 norm ``target``; return (rows, factors)."""
+def rescale_rows(w, target, inplace=False):
+    """Scale each row of ``w`` (k, ...) to L2 norm ``target``; return (rows, factors).
+
+    ``inplace=True`` scales ``w`` itself (for a tensor the caller owns)."""
     norms = w.reshape(w.shape[0], -1).norm(dim=1)
     factors = torch.where(norms > 0, target / norms.clamp_min(1e-300), torch.zeros_like(norms))
-    return w * factors.reshape(-1, *([1] * (w.ndim - 1))), factors
+    factors_b = factors.reshape(-1, *([1] * (w.ndim - 1)))
+    return (w.mul_(factors_b) if inplace else w * factors_b), factors
 
 
 def _to_site(site, tensor):
@@ -143,8 +143,7 @@ class _ResidualScorer:
 
 def _select_most_orthogonal(index, site, k, context, fan_in, bias, largest=True):
     """Keep the k candidates whose post-activations are most orthogonal to the site's
-    (``largest=False``: the least orthogonal, which only benchmarks use, to reproduce the
-    reference code's sorting mistake)."""
+    (``largest=False``: the least orthogonal, see ``SelectInit._keep_most_orthogonal``)."""
     acts = context.activations(index)
     fan_in = _to_site(site, fan_in)
     bias = _to_site(site, bias)
@@ -189,6 +188,9 @@ class SelectInit(Initializer):
     """
 
     needs_activations = True
+    # False keeps the least orthogonal candidates, as the reference code's dense path
+    # does (a mistake, SPEC section 4): only benchmarks set it, to measure its effect.
+    _keep_most_orthogonal = True
 
     def __init__(self, n_candidates=1000):
         self.n_candidates = n_candidates
@@ -196,7 +198,9 @@ class SelectInit(Initializer):
     def __call__(self, index, site, k, context, generator):
         n_cand = max(int(self.n_candidates), k)
         w = random_rescaled_fan_in(site, n_cand, generator)
-        return _select_most_orthogonal(index, site, k, context, w, torch.zeros(n_cand))
+        return _select_most_orthogonal(
+            index, site, k, context, w, torch.zeros(n_cand), largest=self._keep_most_orthogonal
+        )
 
 
 class PreActivationInit(Initializer):
