@@ -169,7 +169,10 @@ class GrowthContext:
         cached activations and brings the gradient statistics of the sites that read the
         grown one up to date (``GradientSnapshot.site_grew``)."""
         self.invalidate()
+        if self._recorder is None and self._gradients is None:
+            return
+        sites = self.module.growth_sites()
         if self._recorder is not None:
-            self._recorder.site_grew(index, self.module.growth_sites(), new)
+            self._recorder.site_grew(index, sites, new)
         if self._gradients is not None:
-            self._gradients.site_grew(index, self.module.growth_sites(), new)
+            self._gradients.site_grew(index, sites, new)
