@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from skorch import NeuralNetClassifier
+from torch import nn
 
 from sklearn_north.nn import GrowableMLP
 
@@ -26,6 +28,37 @@ def make_mlp():
                 for p in module.parameters():
                     p.add_(scale * torch.randn(p.shape, generator=g))
         return module
+
+    return make
+
+
+@pytest.fixture
+def make_growth_net():
+    """Factory of seeded skorch classifiers around a ``GrowableMLP`` with ``callback`` as
+    their ``"growth"`` callback: Adam lr 0.01, no validation split, batches in order."""
+
+    def make(
+        callback, n_features=6, hidden=(3, 3), max_hidden=(6, 5), max_epochs=2, batch_size=16,
+        **kwargs,
+    ):  # fmt: skip
+        torch.manual_seed(0)
+        return NeuralNetClassifier(
+            GrowableMLP,
+            module__n_features=n_features,
+            module__hidden_layer_sizes=hidden,
+            module__n_outputs=2,
+            module__max_hidden_layer_sizes=max_hidden,
+            criterion=nn.CrossEntropyLoss,
+            optimizer=torch.optim.Adam,
+            lr=0.01,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            train_split=None,
+            iterator_train__shuffle=False,
+            callbacks=[("growth", callback)],
+            verbose=0,
+            **kwargs,
+        )
 
     return make
 

@@ -5,8 +5,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from skorch import NeuralNetClassifier
-from torch import nn
 
 from sklearn_north.growth import (
     EVENT_COLUMNS,
@@ -19,8 +17,8 @@ from sklearn_north.growth import (
     Trigger,
     TriggerDecision,
 )
-from sklearn_north.nn import GrowableMLP
 
+# N_FEATURES and BATCH are the make_growth_net fixture's defaults (conftest.py).
 N_SAMPLES, N_FEATURES, BATCH = 96, 6, 16
 STEPS_PER_EPOCH = N_SAMPLES // BATCH
 
@@ -49,34 +47,13 @@ def data():
     return X, y
 
 
-def make_net(callback, hidden=(3, 3), max_hidden=(6, 5), max_epochs=2, **kwargs):
-    torch.manual_seed(0)
-    return NeuralNetClassifier(
-        GrowableMLP,
-        module__n_features=N_FEATURES,
-        module__hidden_layer_sizes=hidden,
-        module__n_outputs=2,
-        module__max_hidden_layer_sizes=max_hidden,
-        criterion=nn.CrossEntropyLoss,
-        optimizer=torch.optim.Adam,
-        lr=0.01,
-        batch_size=BATCH,
-        max_epochs=max_epochs,
-        train_split=None,
-        iterator_train__shuffle=False,
-        callbacks=[("growth", callback)],
-        verbose=0,
-        **kwargs,
-    )
-
-
 def growth_of(net):
     return dict(net.callbacks_)["growth"]
 
 
-def test_events_and_cap(data):
+def test_events_and_cap(data, make_growth_net):
     X, y = data
-    net = make_net(GrowthCallback(FixedTrigger(n=2), RandomInit(), random_state=0))
+    net = make_growth_net(GrowthCallback(FixedTrigger(n=2), RandomInit(), random_state=0))
     net.fit(X, y)
     cb = growth_of(net)
     module = net.module_
@@ -107,13 +84,13 @@ def test_events_and_cap(data):
     assert net.predict_proba(X).shape == (N_SAMPLES, 2)
 
 
-def test_activation_trigger_never_grows_past_max_width(data):
+def test_activation_trigger_never_grows_past_max_width(data, make_growth_net):
     X, y = data
     # gamma = 0: the trigger asks for as many neurons as the layer's rank, every step.
     callback = GrowthCallback(
         ActivationTrigger(gamma=0.0), SelectInit(n_candidates=20), random_state=0
     )
-    net = make_net(callback, hidden=(2, 2), max_hidden=(7, 4), max_epochs=1)
+    net = make_growth_net(callback, hidden=(2, 2), max_hidden=(7, 4), max_epochs=1)
     net.fit(X, y)
     cb = growth_of(net)
     assert net.module_.hidden_layer_sizes == (7, 4)
@@ -126,12 +103,12 @@ def test_activation_trigger_never_grows_past_max_width(data):
 
 
 @pytest.mark.parametrize("interval", [1, 3, 5, 12, 13])
-def test_trigger_interval(data, interval):
+def test_trigger_interval(data, interval, make_growth_net):
     X, y = data
     callback = GrowthCallback(
         FixedTrigger(n=1), RandomInit(), trigger_interval=interval, random_state=0
     )
-    net = make_net(callback, max_hidden=(None, None))
+    net = make_growth_net(callback, max_hidden=(None, None))
     net.fit(X, y)
     cb = growth_of(net)
     n_steps = 2 * STEPS_PER_EPOCH
@@ -145,11 +122,11 @@ def test_trigger_interval(data, interval):
     assert net.module_.hidden_layer_sizes == (3 + n_evaluations, 3 + n_evaluations)
 
 
-def test_buffer_holds_the_most_recent_inputs(data):
+def test_buffer_holds_the_most_recent_inputs(data, make_growth_net):
     X, y = data
     # A trigger that never fires, but needs the sample buffer.
     callback = GrowthCallback(ActivationTrigger(gamma=2.0), RandomInit(), buffer_size=24)
-    net = make_net(callback, max_epochs=1)
+    net = make_growth_net(callback, max_epochs=1)
     net.fit(X, y)
     cb = growth_of(net)
     assert cb.events_ == []
@@ -159,10 +136,10 @@ def test_buffer_holds_the_most_recent_inputs(data):
     assert sorted(map(tuple, samples)) == sorted(map(tuple, X[-24:]))
 
 
-def test_default_buffer_size_and_first_buffer(data):
+def test_default_buffer_size_and_first_buffer(data, make_growth_net):
     X, y = data
     callback = GrowthCallback(ActivationTrigger(gamma=2.0), RandomInit(), random_state=0)
-    net = make_net(callback, max_hidden=(6, 10), max_epochs=1)
+    net = make_growth_net(callback, max_hidden=(6, 10), max_epochs=1)
     net.initialize()
     cb = growth_of(net)
     cb.on_train_begin(net, X=X, y=y)
@@ -177,9 +154,9 @@ def test_default_buffer_size_and_first_buffer(data):
     assert set(cb.trigger_.baselines_) == {0, 1}
 
 
-def test_static_network_does_nothing(data):
+def test_static_network_does_nothing(data, make_growth_net):
     X, y = data
-    net = make_net(GrowthCallback(Never()))
+    net = make_growth_net(GrowthCallback(Never()))
     net.fit(X, y)
     cb = growth_of(net)
     assert cb.events_ == [] and cb.buffer_ is None
@@ -191,12 +168,12 @@ def test_growing_trigger_needs_an_initializer():
         GrowthCallback(FixedTrigger()).initialize()
 
 
-def test_trigger_is_copied_and_reproducible(data):
+def test_trigger_is_copied_and_reproducible(data, make_growth_net):
     X, y = data
     trigger = ActivationTrigger(gamma=0.5)
 
     def fit():
-        net = make_net(GrowthCallback(trigger, SelectInit(n_candidates=20), random_state=3))
+        net = make_growth_net(GrowthCallback(trigger, SelectInit(n_candidates=20), random_state=3))
         net.fit(X, y)
         return net
 
@@ -208,9 +185,9 @@ def test_trigger_is_copied_and_reproducible(data):
         assert torch.equal(a, b)
 
 
-def test_callback_pickles_with_its_generator(data):
+def test_callback_pickles_with_its_generator(data, make_growth_net):
     X, y = data
-    net = make_net(GrowthCallback(FixedTrigger(n=1), RandomInit(), random_state=0))
+    net = make_growth_net(GrowthCallback(FixedTrigger(n=1), RandomInit(), random_state=0))
     net.fit(X, y)
     cb = growth_of(net)
     clone = pickle.loads(pickle.dumps(cb))

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from skorch import NeuralNetClassifier
 from torch import nn
 
 from sklearn_north.growth import (
@@ -22,7 +21,7 @@ from sklearn_north.growth import (
     add_neurons,
     metrics,
 )
-from sklearn_north.nn import ACTIVATIONS, GrowableMLP
+from sklearn_north.nn import ACTIVATIONS
 from sklearn_north.nn.activations import relu
 
 
@@ -351,26 +350,6 @@ class SpyTrigger(GradientTrigger):
         return super().__call__(index, site, context)
 
 
-def make_net(trigger, initializer, hidden=(2, 2), max_hidden=(6, 6), max_epochs=2):
-    torch.manual_seed(0)
-    return NeuralNetClassifier(
-        GrowableMLP,
-        module__n_features=6,
-        module__hidden_layer_sizes=hidden,
-        module__n_outputs=2,
-        module__max_hidden_layer_sizes=max_hidden,
-        criterion=nn.CrossEntropyLoss,
-        optimizer=torch.optim.Adam,
-        lr=0.01,
-        batch_size=16,
-        max_epochs=max_epochs,
-        train_split=None,
-        iterator_train__shuffle=False,
-        callbacks=[("growth", GrowthCallback(trigger, initializer, random_state=0))],
-        verbose=0,
-    )
-
-
 @pytest.fixture
 def data():
     g = np.random.default_rng(0)
@@ -379,9 +358,14 @@ def data():
     return X, y
 
 
-def test_callback_uses_the_current_steps_batch_and_gradients(data):
+def test_callback_uses_the_current_steps_batch_and_gradients(data, make_growth_net):
     X, y = data
-    net = make_net(SpyTrigger(scale=1e6), GradMaxInit(), max_epochs=1)  # never fires
+    net = make_growth_net(
+        GrowthCallback(SpyTrigger(scale=1e6), GradMaxInit(), random_state=0),
+        hidden=(2, 2),
+        max_hidden=(6, 6),
+        max_epochs=1,
+    )  # never fires
     net.fit(X, y)
     seen = dict(net.callbacks_)["growth"].trigger_.seen_
     assert len(seen) == 6  # one evaluation per step
@@ -390,9 +374,13 @@ def test_callback_uses_the_current_steps_batch_and_gradients(data):
         assert torch.equal(weight_grad, param_grad)  # the step's .grad, not a later one
 
 
-def test_hooks_live_only_during_training_and_are_never_pickled(data):
+def test_hooks_live_only_during_training_and_are_never_pickled(data, make_growth_net):
     X, y = data
-    net = make_net(GradientTrigger(scale=0.1), GradMaxInit())
+    net = make_growth_net(
+        GrowthCallback(GradientTrigger(scale=0.1), GradMaxInit(), random_state=0),
+        hidden=(2, 2),
+        max_hidden=(6, 6),
+    )
     net.initialize()
     cb = dict(net.callbacks_)["growth"]
     cb.on_train_begin(net, X=X, y=y)
