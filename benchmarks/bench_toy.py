@@ -249,6 +249,9 @@ def main():
                         f"fit {row['fit_s']:5.1f}s  [{duration_text(time.perf_counter() - start)}]",
                         flush=True,
                     )
+                    # Written after every run: a cut sweep keeps what it measured.
+                    RESULTS.mkdir(exist_ok=True)
+                    pd.DataFrame(rows).to_csv(RESULTS / f"{out}.csv", index=False)
     df = pd.DataFrame(rows)
     layer_columns = [c for c in df.columns if c.startswith("width_")]
     df[layer_columns] = df[layer_columns].astype("Int64")
