@@ -168,6 +168,33 @@ def test_preactivation_candidates_are_orthogonal_to_existing_pre_activations(
     assert cosines(inp @ rnd.fan_in.double().T, Z_old).max() > 0.1
 
 
+def test_preactivation_gives_zero_weight_to_inputs_no_sample_uses(make_mlp, inputs):
+    # Like MNIST's border pixels: columns 0 and 5 are zero on every buffered sample.
+    module = make_mlp(n_features=10, hidden=(6, 4), activation="tanh", trained=True)
+    X = inputs(n_samples=200, n_features=10)
+    X[:, [0, 5]] = 0
+    site = module.growth_sites()[0]
+    new = PreActivationInit(n_candidates=50)(0, site, 4, GrowthContext(module, X), generator(0))
+    assert torch.all(new.fan_in[:, [0, 5]] == 0)
+    assert torch.all(new.fan_in[:, [1, 2, 3, 4, 6, 7, 8, 9]].abs().sum(dim=0) > 0)
+    Z_old = module.site_activations(X)[0].pre.double()
+    Z_new = X.double() @ new.fan_in.double().T + new.bias.double()
+    assert cosines(Z_new, Z_old).max() < 1e-4
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_input_gram_is_the_gram_of_the_inputs_with_a_ones_column(make_mlp, inputs, index):
+    module = make_mlp(n_features=7, hidden=(5, 4), trained=True)
+    X = inputs(n_samples=40, n_features=7)
+    context = GrowthContext(module, X)
+    inp = module.site_activations(X)[index].inputs.double()
+    aug = torch.cat([inp, torch.ones(len(inp), 1, dtype=torch.float64)], dim=1)
+    G = context.input_gram(index)
+    torch.testing.assert_close(G, aug.T @ aug, rtol=1e-12, atol=1e-10)
+    if index == 1:  # built from the previous site's post-activation Gram, not formed again
+        assert torch.equal(G[:-1, :-1], context.post_gram(0))
+
+
 def test_preactivation_falls_back_to_random_candidates_when_no_kernel(make_mlp, inputs):
     # 3 input features (+ bias) and 5 neurons: the pre-activations span all the input can
     # produce, so there is no orthogonal direction.

@@ -120,6 +120,7 @@ class GrowthContext:
         self._recorder = recorder
         self._activations = None
         self._grams = {}
+        self._input_grams = {}
 
     def activations(self, index):
         """``SiteActivations`` of site ``index`` with the current weights (or, in fast
@@ -148,6 +149,27 @@ class GrowthContext:
             self._grams[index] = metrics.gram(self.activations(index).post)
         return self._grams[index]
 
+    def input_gram(self, index):
+        """Float64 Gram matrix ``[X, 1]^T [X, 1]`` of site ``index``'s inputs ``X`` with a
+        column of ones appended (the bias's input), shape ``(fan_in + 1, fan_in + 1)``.
+
+        When the inputs are the previous site's post-activations (an MLP), its
+        ``post_gram`` is reused: the trigger has usually formed it in this evaluation.
+        """
+        if index not in self._input_grams:
+            X = self.activations(index).inputs
+            X = X.reshape(X.shape[0], -1)
+            if index > 0 and X is self.activations(index - 1).post:
+                XtX = self.post_gram(index - 1)
+            else:
+                XtX = metrics.gram(X)
+            sums = X.sum(dim=0, dtype=torch.float64)[:, None]
+            n = XtX.new_full((1, 1), X.shape[0])
+            self._input_grams[index] = torch.cat(
+                [torch.cat([XtX, sums], dim=1), torch.cat([sums.T, n], dim=1)]
+            )
+        return self._input_grams[index]
+
     def gradients(self, index):
         """``SiteGradients`` of site ``index`` on the last training mini-batch.
 
@@ -163,6 +185,7 @@ class GrowthContext:
         """Forget cached statistics (call after the network changed)."""
         self._activations = None
         self._grams = {}
+        self._input_grams = {}
 
     def site_grew(self, index, new):
         """Call after ``new`` (``NewNeurons``) were added to site ``index``: forgets the

@@ -229,13 +229,18 @@ class PreActivationInit(Initializer):
 
     def __call__(self, index, site, k, context, generator):
         n_cand = max(int(self.n_candidates), k)
-        acts = context.activations(index)
-        n = acts.inputs.shape[0]
-        X = torch.cat([acts.inputs.double(), acts.inputs.new_ones(n, 1).double()], dim=1)
+        n = context.activations(index).inputs.shape[0]
+        G = context.input_gram(index)
+        # Inputs that are zero on every buffered sample (MNIST's border pixels) are zero rows
+        # and columns of G: leaving them out of the eigendecomposition changes no
+        # eigenpair it keeps, and such a weight would never see a non-zero input.
+        used = (G.diagonal() > 0).nonzero().squeeze(1)
+        eig, V_used = torch.linalg.eigh(G[used][:, used])
         # Input directions the metric can see; pinv restricted to them stays well scaled.
-        eig, V = torch.linalg.eigh(X.T @ X)
         keep = eig > context.epsilon**2 * n
-        V, sv = V[:, keep], eig[keep].sqrt()
+        sv = eig[keep].sqrt()
+        V = G.new_zeros((G.shape[0], len(sv)))
+        V[used] = V_used[:, keep]
         producer = site.producer
         W = producer.weight.detach().double().reshape(site.width, -1)
         b = producer.bias.detach().double() if producer.bias is not None else W.new_zeros(len(W))
