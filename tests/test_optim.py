@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from sklearn_north.growth import NewNeurons, RandomInit, add_neurons, grow_parameter
-from sklearn_north.growth.optim import extend_optimizer_state, pad_along
+from sklearn_north.growth.optim import (
+    PENDING_KEY,
+    PENDING_STEPS,
+    extend_optimizer_state,
+    pad_along,
+    seed_pending_moments,
+)
 from sklearn_north.nn import GrowableMLP
 
 
@@ -86,7 +92,7 @@ OPTIMIZERS = {
 }
 
 
-@pytest.mark.parametrize("second_moment", ["mean", "zero"])
+@pytest.mark.parametrize("second_moment", ["gradient", "mean", "zero"])
 @pytest.mark.parametrize("dim", [0, 1])
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_state_is_carried_over_and_padded(name, dim, second_moment):
@@ -99,13 +105,21 @@ def test_state_is_carried_over_and_padded(name, dim, second_moment):
     new = grow_parameter(layer, "weight", dim, new_values, optimizer, second_moment)
 
     state = optimizer.state[new]
+    pending = state.pop(PENDING_KEY, None)
     assert set(state) == set(old_state)
+    if second_moment == "gradient" and name in ("adam", "adamw", "adam-amsgrad"):
+        # The new entries wait for their first gradient; the old ones do not.
+        assert pending.shape == new.shape
+        assert torch.all(pending.narrow(dim, 0, n_old) == 0)
+        assert torch.all(pending.narrow(dim, n_old, 2) == PENDING_STEPS)
+    else:
+        assert pending is None
     for key in first_keys + second_keys:
         assert state[key].shape == new.shape, key
         # Old entries carried over exactly.
         assert torch.equal(state[key].narrow(dim, 0, n_old), old_state[key]), key
         added = state[key].narrow(dim, n_old, 2)
-        if key in first_keys or second_moment == "zero":
+        if key in first_keys or second_moment in ("zero", "gradient"):
             assert torch.all(added == 0), key
         else:
             expected = old_state[key].mean(dim=dim, keepdim=True).expand_as(added)
@@ -207,6 +221,7 @@ def first_update_after_growth(long_trained, second_moment):
     optimizer.zero_grad()
     nn.functional.cross_entropy(module(X), y).backward()
     grad = consumer.grad[:, 6:].clone()
+    seed_pending_moments(optimizer)  # what the callback does between backward and step
     optimizer.step()
     # New fan-in rows have zero gradient (zero fan-out): they do not move at first.
     assert torch.equal(module.layers[0].weight[6:].detach(), fan_in_before)
@@ -233,6 +248,111 @@ def test_adam_first_update_with_zero_second_moment_is_the_pitfall(long_trained):
     expected = (1 - beta1) / (1 - beta1**step) * math.sqrt(1 - beta2**step) / math.sqrt(1 - beta2)
     assert expected > 3.0
     torch.testing.assert_close(ratio, torch.full_like(ratio, expected), rtol=1e-2, atol=0)
+
+
+def test_adam_first_update_with_gradient_moments_is_a_fresh_adams(long_trained):
+    ratio, step = first_update_after_growth(long_trained, "gradient")
+    assert step == N_STEPS + 1
+    # Bias-corrected moments g and g^2: |update| = lr |g| / (|g| + eps) = lr.
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=1e-3, atol=0)
+
+
+def grow_and_step(n_steps_before, second_moment, X, y, n_steps_after=2):
+    """Train a small MLP for ``n_steps_before`` Adam steps, add 3 neurons to its first
+    layer, then take ``n_steps_after`` steps; return the module, optimizer, and for each
+    step after growth the new entries' update / lr and gradients (fan-in, fan-out)."""
+    torch.manual_seed(0)
+    module = GrowableMLP(X.shape[1], (6, 4), 2, activation="tanh")
+    optimizer = torch.optim.Adam(module.parameters(), lr=LR, betas=BETAS)
+    for _ in range(n_steps_before):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(module(X), y).backward()
+        optimizer.step()
+    site = module.growth_sites()[0]
+    new = RandomInit()(0, site, 3, None, torch.Generator().manual_seed(0))
+    add_neurons(site, new, optimizer=optimizer, second_moment=second_moment)
+    steps = []
+    for _ in range(n_steps_after):
+        fan_in, fan_out = module.layers[0].weight, module.layers[1].weight
+        before = fan_in[6:].detach().clone(), fan_out[:, 6:].detach().clone()
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(module(X), y).backward()
+        grads = fan_in.grad[6:].clone(), fan_out.grad[:, 6:].clone()
+        seed_pending_moments(optimizer)
+        optimizer.step()
+        after = module.layers[0].weight[6:].detach(), module.layers[1].weight[:, 6:].detach()
+        steps.append(([(a - b).abs() / LR for a, b in zip(after, before)], grads))
+    return module, optimizer, steps
+
+
+@pytest.mark.parametrize("n_steps_before", [2, 40])
+def test_gradient_moments_first_updates_are_lr_at_any_step(n_steps_before):
+    torch.manual_seed(1)
+    X = torch.randn(64, 5)
+    y = (X[:, 0] > 0).long()
+    _, optimizer, steps = grow_and_step(n_steps_before, "gradient", X, y)
+    (fan_in_1, fan_out_1), (fan_in_grad_1, fan_out_grad_1) = steps[0]
+    (fan_in_2, _), (fan_in_grad_2, _) = steps[1]
+    # Step 1: the fan-out has a gradient and moves by lr; the fan-in has none (zero
+    # fan-out) and waits.
+    assert torch.all(fan_out_grad_1 != 0) and torch.all(fan_in_grad_1 == 0)
+    torch.testing.assert_close(fan_out_1, torch.ones_like(fan_out_1), rtol=1e-3, atol=0)
+    assert torch.all(fan_in_1 == 0)
+    # Step 2: the fan-in's first gradient; its first update is lr too, even this early
+    # in training (where Adam's bias corrections are far from 1).
+    assert torch.all(fan_in_grad_2 != 0)
+    g = fan_in_grad_2.abs()
+    expected = g / (g + 1e-8)  # Adam's eps matters for these small first gradients
+    torch.testing.assert_close(fan_in_2, expected, rtol=1e-3, atol=0)
+    # Everything seeded: no entry waits any more.
+    assert all(PENDING_KEY not in state for state in optimizer.state.values())
+
+
+def test_zero_moments_first_updates_are_not_lr_early_in_training():
+    # Counter-check of the test above: the naive padding does not give lr.
+    torch.manual_seed(1)
+    X = torch.randn(64, 5)
+    y = (X[:, 0] > 0).long()
+    _, _, steps = grow_and_step(40, "zero", X, y)
+    (_, fan_out_1), _ = steps[0]
+    t = 41  # the step that took the update
+    beta1, beta2 = BETAS
+    naive = (1 - beta1) / (1 - beta1**t) * math.sqrt(1 - beta2**t) / math.sqrt(1 - beta2)
+    assert abs(naive - 1) > 0.3  # 0.64 here; 3.2 late in training
+    torch.testing.assert_close(fan_out_1, torch.full_like(fan_out_1, naive), rtol=1e-3, atol=0)
+
+
+def test_entries_without_gradient_stop_waiting_after_pending_steps():
+    torch.manual_seed(1)
+    X = torch.randn(64, 5)
+    X[:, 4] = 0  # no gradient ever reaches the new neurons' weights on this input
+    y = (X[:, 0] > 0).long()
+    module, optimizer, _ = grow_and_step(5, "gradient", X, y, n_steps_after=PENDING_STEPS - 1)
+    state = optimizer.state[module.layers[0].weight]
+    assert PENDING_KEY in state  # input 4's entries wait one step more
+    assert torch.all(state[PENDING_KEY][6:, 4] == 1) and torch.all(state[PENDING_KEY][6:, :4] == 0)
+    assert torch.all(state["exp_avg_sq"][6:, 4] == 0)
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(module(X), y).backward()
+    seed_pending_moments(optimizer)
+    assert PENDING_KEY not in state
+    assert torch.all(state["exp_avg_sq"][6:, 4] == 0)  # they keep zeros
+
+
+def test_growing_again_before_seeding_keeps_the_earlier_entries_waiting():
+    layer, optimizer = train_linear(lambda p: torch.optim.Adam(p, lr=0.01))
+    w1 = grow_parameter(layer, "weight", 0, torch.randn(2, 4), optimizer, "gradient")
+    w2 = grow_parameter(layer, "weight", 1, torch.randn(5, 1), optimizer, "gradient")
+    pending = optimizer.state[w2][PENDING_KEY]
+    assert pending.shape == w2.shape
+    assert torch.all(pending[3:, :4] == PENDING_STEPS)  # rows of the first growth
+    assert torch.all(pending[:, 4] == PENDING_STEPS)  # the column of the second
+    assert torch.all(pending[:3, :4] == 0)
+    assert w1 not in optimizer.state
+    # The "mean" mode after "gradient" keeps them waiting too (zero-padded).
+    w3 = grow_parameter(layer, "weight", 0, torch.randn(1, 5), optimizer, "mean")
+    assert torch.equal(optimizer.state[w3][PENDING_KEY][:5], pending)
+    assert torch.all(optimizer.state[w3][PENDING_KEY][5:] == 0)
 
 
 def test_lr_scheduler_still_drives_the_grown_parameters(make_mlp):

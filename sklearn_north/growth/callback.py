@@ -17,6 +17,7 @@ from skorch.dataset import get_len
 from .activations import ActivationRecorder
 from .context import GrowthContext, SampleBuffer
 from .gradients import GradientRecorder
+from .optim import SECOND_MOMENT_MODES, seed_pending_moments
 from .sites import add_neurons
 
 #: Columns of the growth history, one row per growth event, and their dtypes.
@@ -53,8 +54,11 @@ class GrowthCallback(Callback):
     buffer_size : int or None, default=None
         Samples kept for the activation statistics; ``None``: twice the largest maximum
         width (needs ``n > M``). Ignored by triggers and initializers that do not use them.
-    second_moment : {"mean", "zero"}, default="mean"
-        How new entries of Adam-like second-moment state are filled (see ``optim``).
+    second_moment : {"gradient", "mean", "zero"}, default="gradient"
+        How the optimizer state of new entries is filled (see ``optim``): ``"gradient"``
+        starts Adam's moments from each entry's first non-zero gradient (its first update
+        is ``lr * sign(g)``, as with a fresh Adam); ``"mean"`` seeds the second moment with
+        the existing entries' mean; ``"zero"`` pads with zeros.
     random_state : int or None
         Seed of the generator used for the samples of the first buffer and for candidates.
     planned_epochs : int or None, default=None
@@ -90,7 +94,7 @@ class GrowthCallback(Callback):
         initializer=None,
         trigger_interval=1,
         buffer_size=None,
-        second_moment="mean",
+        second_moment="gradient",
         random_state=None,
         planned_epochs=None,
         activation_source="buffer",
@@ -111,6 +115,10 @@ class GrowthCallback(Callback):
             raise ValueError(
                 f"activation_source must be one of {ACTIVATION_SOURCES}, got "
                 f"{self.activation_source!r}."
+            )
+        if self.second_moment not in SECOND_MOMENT_MODES:
+            raise ValueError(
+                f"second_moment must be one of {SECOND_MOMENT_MODES}, got {self.second_moment!r}."
             )
         # Copies: fit must not modify the objects it was given.
         self.trigger_ = copy.deepcopy(self.trigger)
@@ -155,6 +163,12 @@ class GrowthCallback(Callback):
             recorder = ActivationRecorder(self.buffer_.capacity).attach(sites)
             recorder.fill(self._context(module).activations_all())
             self._activation_recorder = recorder
+
+    def on_grad_computed(self, net, named_parameters=None, training=False, **kwargs):
+        # Between backward and the optimizer's update: new entries' Adam moments start
+        # from their first non-zero gradient (second_moment="gradient", see optim).
+        if training and self.second_moment == "gradient" and self.events_:
+            seed_pending_moments(net.optimizer_)
 
     def on_batch_end(self, net, batch=None, training=False, **kwargs):
         if not training or not self._can_grow():

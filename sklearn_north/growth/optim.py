@@ -8,13 +8,27 @@ padded along the grown dimension. The optimizer object itself stays, so an LR sc
 attached to it keeps working.
 
 Adam's pitfall: Adam keeps one step counter per tensor, so after thousands of steps its
-bias corrections are ~1. New entries with zero first *and* second moments then take a first
-step of ``lr * (1 - beta1) / sqrt(1 - beta2)``, about 3.2x the learning rate, whatever their
-gradient. Seeding the new entries' second moment with the mean of the existing entries of
-the same slice makes them behave like entries that have seen typical gradients but carry
-no momentum: their first update is ``lr * (1 - beta1) * g / sqrt(v)``, of the order of lr
-(or below) for gradients of the usual size. This is ``second_moment="mean"`` (default);
-``"zero"`` reproduces the naive padding.
+bias corrections are ~1. New entries with zero first *and* second moments then take
+updates of up to ``lr * (1 - beta1) / sqrt(1 - beta2)``, about 3.2x the learning rate,
+whatever their gradient, for hundreds of steps. Three ways to fill them (``second_moment``):
+
+- ``"gradient"`` (default): the new entries' moments start from their first non-zero
+  gradient ``g`` as if every earlier gradient had been ``g``: at the optimizer step that
+  first sees it, ``exp_avg = g (1 - beta1^(t-1))`` and ``exp_avg_sq = g^2 (1 - beta2^(t-1))``
+  (``t`` the step being taken), so Adam's bias-corrected estimates are exactly ``g`` and
+  ``g^2`` and the first update is ``lr * sign(g)``, a fresh Adam's first update, at any
+  ``t``. New fan-ins of function-preserving neurons have no gradient until their fan-out
+  has moved, so entries wait up to ``PENDING_STEPS`` steps for a non-zero gradient
+  (``seed_pending_moments``, called between backward and the optimizer step; the callback
+  does it from skorch's ``on_grad_computed``); entries that get none by then keep zeros.
+  Optimizers other than the Adam family (no ``betas``) keep zero-padded state.
+- ``"mean"``: the new entries' second moment is the mean of the existing entries' of the
+  same slice (the SPEC's example): the first update is ``lr * (1 - beta1) * g / sqrt(v)``,
+  of the order of lr or below. But new fan-ins have ~zero gradients while their seeded
+  second moment is that of trained neurons, and it decays with ``beta2`` (a time scale of
+  ~1000 steps): they barely learn for the first thousand steps (on MNIST, grown networks
+  ended ~0.4 point below their static twins; 0.1 point with ``"gradient"``).
+- ``"zero"``: the naive padding, the pitfall above.
 """
 
 import torch
@@ -23,7 +37,14 @@ import torch
 #: RMSprop, Adagrad). They are seeded from existing entries; all others are zero-padded.
 SECOND_MOMENT_KEYS = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum"})
 
-SECOND_MOMENT_MODES = ("mean", "zero")
+SECOND_MOMENT_MODES = ("gradient", "mean", "zero")
+
+#: Optimizer state key of the entries still waiting for their first non-zero gradient
+#: (``second_moment="gradient"``): an int8 countdown of the steps they may still wait.
+PENDING_KEY = "sklearn_north_pending"
+
+#: Steps a new entry waits for a non-zero gradient before it keeps its zero moments.
+PENDING_STEPS = 8
 
 
 def pad_along(tensor, dim, n_new, fill="zero"):
@@ -41,12 +62,13 @@ def pad_along(tensor, dim, n_new, fill="zero"):
     return torch.cat([tensor, extra], dim=dim)
 
 
-def extend_optimizer_state(optimizer, old, new, dim, second_moment="mean"):
+def extend_optimizer_state(optimizer, old, new, dim, second_moment="gradient"):
     """Make ``new`` (``old`` grown along ``dim``) take ``old``'s place in ``optimizer``.
 
     ``old`` is replaced in the ``param_groups`` and its state moved to ``new``, padded:
-    second-moment entries per ``second_moment``, other parameter-shaped entries with zeros.
-    Scalar state (Adam's ``step``) is kept as it is.
+    second-moment entries per ``second_moment``, other parameter-shaped entries with zeros;
+    with ``"gradient"`` the new entries of an Adam-like state are marked as waiting for
+    ``seed_pending_moments``. Scalar state (Adam's ``step``) is kept as it is.
     """
     if second_moment not in SECOND_MOMENT_MODES:
         raise ValueError(
@@ -58,14 +80,65 @@ def extend_optimizer_state(optimizer, old, new, dim, second_moment="mean"):
     if not state:
         return
     n_new = new.shape[dim] - old.shape[dim]
+    pending = state.pop(PENDING_KEY, None)
     for key, value in list(state.items()):
         if torch.is_tensor(value) and value.shape == old.shape:
-            fill = second_moment if key in SECOND_MOMENT_KEYS else "zero"
+            fill = "mean" if second_moment == "mean" and key in SECOND_MOMENT_KEYS else "zero"
             state[key] = pad_along(value, dim, n_new, fill=fill)
+    if second_moment == "gradient" and "exp_avg" in state:
+        if pending is None:
+            pending = torch.zeros(old.shape, dtype=torch.int8, device=old.device)
+        shape = list(old.shape)
+        shape[dim] = n_new
+        state[PENDING_KEY] = torch.cat([pending, pending.new_full(shape, PENDING_STEPS)], dim)
+    elif pending is not None:  # entries of an earlier growth still waiting
+        state[PENDING_KEY] = pad_along(pending, dim, n_new)
     optimizer.state[new] = state
 
 
-def grow_parameter(module, name, dim, new_values, optimizer=None, second_moment="mean"):
+def seed_pending_moments(optimizer):
+    """Start the moments of new entries that now have a non-zero gradient from it.
+
+    Call between the backward pass and ``optimizer.step()``, with the gradients in
+    ``.grad``. For each parameter grown with ``second_moment="gradient"``, the entries
+    waiting (see ``PENDING_KEY``) whose gradient ``g`` is non-zero get ``exp_avg = g (1 -
+    beta1^s)``, ``exp_avg_sq`` (and AMSGrad's ``max_exp_avg_sq``) ``= g^2 (1 - beta2^s)``,
+    ``s`` the tensor's step counter before this step, so that the step's bias-corrected
+    moments are ``g`` and ``g^2``; the others wait one step less. Returns the number of
+    entries seeded.
+    """
+    seeded = 0
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param)
+            if not state or PENDING_KEY not in state:
+                continue
+            if "betas" not in group:  # not the Adam family: nothing to seed
+                del state[PENDING_KEY]
+                continue
+            pending = state[PENDING_KEY]
+            waiting = pending > 0
+            if param.grad is not None:
+                grad = param.grad.detach()
+                hit = waiting & (grad != 0)
+                if hit.any():
+                    beta1, beta2 = group["betas"]
+                    s = float(state["step"])
+                    g = grad[hit].to(state["exp_avg"].dtype)
+                    state["exp_avg"][hit] = g * (1 - beta1**s)
+                    for key in ("exp_avg_sq", "max_exp_avg_sq"):
+                        if key in state:
+                            state[key][hit] = g.square() * (1 - beta2**s)
+                    waiting &= ~hit
+                    seeded += int(hit.sum())
+            pending.sub_(waiting.to(pending.dtype))
+            pending.masked_fill_(~waiting, 0)
+            if not (pending > 0).any():
+                del state[PENDING_KEY]
+    return seeded
+
+
+def grow_parameter(module, name, dim, new_values, optimizer=None, second_moment="gradient"):
     """Append ``new_values`` to parameter ``module.<name>`` along ``dim``.
 
     The grown parameter replaces the old one in ``module`` and in ``optimizer`` (state

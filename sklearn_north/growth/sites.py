@@ -91,7 +91,7 @@ class NewNeurons:
         return self.fan_in.shape[0]
 
 
-def add_neurons(site, new, optimizer=None, second_moment="mean"):
+def add_neurons(site, new, optimizer=None, second_moment="gradient"):
     """Append ``new.k`` neurons to ``site`` in place.
 
     Appends fan-in rows (and biases) to the producer, fan-out columns to every consumer and
