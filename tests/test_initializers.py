@@ -15,6 +15,7 @@ from sklearn_north.growth import (
     SelectInit,
     WeightInit,
     add_neurons,
+    metrics,
 )
 from sklearn_north.growth.initializers import mean_fan_in_norm, random_fan_in, rescale_rows
 from sklearn_north.growth.metrics import activation_rank
@@ -183,16 +184,22 @@ def test_preactivation_gives_zero_weight_to_inputs_no_sample_uses(make_mlp, inpu
 
 
 @pytest.mark.parametrize("index", [0, 1])
-def test_input_gram_is_the_gram_of_the_inputs_with_a_ones_column(make_mlp, inputs, index):
+def test_input_gram_is_the_gram_of_the_inputs_with_a_ones_column(
+    make_mlp, inputs, monkeypatch, index
+):
     module = make_mlp(n_features=7, hidden=(5, 4), trained=True)
     X = inputs(n_samples=40, n_features=7)
     context = GrowthContext(module, X)
     inp = module.site_activations(X)[index].inputs.double()
     aug = torch.cat([inp, torch.ones(len(inp), 1, dtype=torch.float64)], dim=1)
+    calls = []
+    gram = metrics.gram
+    monkeypatch.setattr(metrics, "gram", lambda A: calls.append(A.shape) or gram(A))
     G = context.input_gram(index)
     torch.testing.assert_close(G, aug.T @ aug, rtol=1e-12, atol=1e-10)
-    if index == 1:  # built from the previous site's post-activation Gram, not formed again
+    if index == 1:  # built from the previous site's post-activation Gram, formed once
         assert torch.equal(G[:-1, :-1], context.post_gram(0))
+        assert len(calls) == 1
 
 
 def test_preactivation_falls_back_to_random_candidates_when_no_kernel(make_mlp, inputs):

@@ -158,10 +158,11 @@ class GrowthContext:
         """
         if index not in self._input_grams:
             X = self.activations(index).inputs
-            X = X.reshape(X.shape[0], -1)
+            # Identity before the reshape: a reshape returns a new tensor object.
             if index > 0 and X is self.activations(index - 1).post:
                 XtX = self.post_gram(index - 1)
             else:
+                X = X.reshape(X.shape[0], -1)
                 XtX = metrics.gram(X)
             sums = X.sum(dim=0, dtype=torch.float64)[:, None]
             n = XtX.new_full((1, 1), X.shape[0])
