@@ -231,6 +231,13 @@ def first_update_after_growth(long_trained, second_moment):
     return delta / LR, step
 
 
+def zero_moments_update(step):
+    """|update| / lr of an entry with zero moments at Adam's step ``step``: m = (1 - b1) g,
+    v = (1 - b2) g^2, then the step's bias corrections, whatever the gradient."""
+    beta1, beta2 = BETAS
+    return (1 - beta1) / (1 - beta1**step) * math.sqrt(1 - beta2**step) / math.sqrt(1 - beta2)
+
+
 def test_adam_first_update_is_of_the_order_of_lr_with_mean_second_moment(long_trained):
     ratio, step = first_update_after_growth(long_trained, "mean")
     assert step == N_STEPS + 1  # the step counter survived growth
@@ -242,10 +249,7 @@ def test_adam_first_update_is_of_the_order_of_lr_with_mean_second_moment(long_tr
 def test_adam_first_update_with_zero_second_moment_is_the_pitfall(long_trained):
     ratio, step = first_update_after_growth(long_trained, "zero")
     assert step == N_STEPS + 1
-    beta1, beta2 = BETAS
-    # m = (1 - b1) g, v = (1 - b2) g^2: |update| = lr (1 - b1) / sqrt(1 - b2), up to the
-    # bias corrections of step t, whatever the gradient.
-    expected = (1 - beta1) / (1 - beta1**step) * math.sqrt(1 - beta2**step) / math.sqrt(1 - beta2)
+    expected = zero_moments_update(step)
     assert expected > 3.0
     torch.testing.assert_close(ratio, torch.full_like(ratio, expected), rtol=1e-2, atol=0)
 
@@ -315,9 +319,7 @@ def test_zero_moments_first_updates_are_not_lr_early_in_training():
     y = (X[:, 0] > 0).long()
     _, _, steps = grow_and_step(40, "zero", X, y)
     (_, fan_out_1), _ = steps[0]
-    t = 41  # the step that took the update
-    beta1, beta2 = BETAS
-    naive = (1 - beta1) / (1 - beta1**t) * math.sqrt(1 - beta2**t) / math.sqrt(1 - beta2)
+    naive = zero_moments_update(41)  # the step that took the update
     assert abs(naive - 1) > 0.3  # 0.64 here; 3.2 late in training
     torch.testing.assert_close(fan_out_1, torch.full_like(fan_out_1, naive), rtol=1e-3, atol=0)
 

@@ -80,19 +80,15 @@ def extend_optimizer_state(optimizer, old, new, dim, second_moment="gradient"):
     if not state:
         return
     n_new = new.shape[dim] - old.shape[dim]
-    pending = state.pop(PENDING_KEY, None)
+    # Entries of an earlier growth still waiting (PENDING_KEY) are zero-padded here too.
     for key, value in list(state.items()):
         if torch.is_tensor(value) and value.shape == old.shape:
             fill = "mean" if second_moment == "mean" and key in SECOND_MOMENT_KEYS else "zero"
             state[key] = pad_along(value, dim, n_new, fill=fill)
     if second_moment == "gradient" and "exp_avg" in state:
-        if pending is None:
-            pending = torch.zeros(old.shape, dtype=torch.int8, device=old.device)
-        shape = list(old.shape)
-        shape[dim] = n_new
-        state[PENDING_KEY] = torch.cat([pending, pending.new_full(shape, PENDING_STEPS)], dim)
-    elif pending is not None:  # entries of an earlier growth still waiting
-        state[PENDING_KEY] = pad_along(pending, dim, n_new)
+        if PENDING_KEY not in state:
+            state[PENDING_KEY] = torch.zeros(new.shape, dtype=torch.int8, device=new.device)
+        state[PENDING_KEY].narrow(dim, old.shape[dim], n_new).fill_(PENDING_STEPS)
     optimizer.state[new] = state
 
 
@@ -104,10 +100,8 @@ def seed_pending_moments(optimizer):
     waiting (see ``PENDING_KEY``) whose gradient ``g`` is non-zero get ``exp_avg = g (1 -
     beta1^s)``, ``exp_avg_sq`` (and AMSGrad's ``max_exp_avg_sq``) ``= g^2 (1 - beta2^s)``,
     ``s`` the tensor's step counter before this step, so that the step's bias-corrected
-    moments are ``g`` and ``g^2``; the others wait one step less. Returns the number of
-    entries seeded.
+    moments are ``g`` and ``g^2``; the others wait one step less.
     """
-    seeded = 0
     for group in optimizer.param_groups:
         for param in group["params"]:
             state = optimizer.state.get(param)
@@ -130,12 +124,10 @@ def seed_pending_moments(optimizer):
                         if key in state:
                             state[key][hit] = g.square() * (1 - beta2**s)
                     waiting &= ~hit
-                    seeded += int(hit.sum())
             pending.sub_(waiting.to(pending.dtype))
             pending.masked_fill_(~waiting, 0)
             if not (pending > 0).any():
                 del state[PENDING_KEY]
-    return seeded
 
 
 def grow_parameter(module, name, dim, new_values, optimizer=None, second_moment="gradient"):
