@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sklearn_north.growth.metrics import (
+    GRAM_BLOCK_COLUMNS,
     GRAM_CHUNK_ROWS,
     METHODS,
     activation_metric,
@@ -201,9 +202,13 @@ def test_ldl_inertia_count_with_explicit_2x2_pivots():
     assert count_eigenvalues_above(G, 1.5) == 2
 
 
-def test_gram_in_row_chunks_equals_one_product():
-    # More rows than GRAM_CHUNK_ROWS: accumulated in float64 chunk by chunk.
-    A = torch.randn(3 * GRAM_CHUNK_ROWS + 7, 40, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("n_columns", [40, 3 * GRAM_BLOCK_COLUMNS + 5])
+def test_gram_in_row_chunks_and_column_blocks_equals_one_product(n_columns):
+    # More rows than GRAM_CHUNK_ROWS: accumulated in float64 chunk by chunk; more columns
+    # than GRAM_BLOCK_COLUMNS: the upper triangle's blocks, mirrored.
+    A = torch.randn(3 * GRAM_CHUNK_ROWS + 7, n_columns, generator=torch.Generator().manual_seed(0))
     A64 = A.double()
-    torch.testing.assert_close(gram(A), A64.T @ A64, rtol=1e-12, atol=1e-9)
-    assert gram(A).dtype == torch.float64
+    G = gram(A)
+    torch.testing.assert_close(G, A64.T @ A64, rtol=1e-12, atol=1e-9)
+    assert G.dtype == torch.float64
+    torch.testing.assert_close(G, G.T, rtol=0, atol=1e-9)
