@@ -17,7 +17,12 @@ from sklearn_north.growth import (
     add_neurons,
     metrics,
 )
-from sklearn_north.growth.initializers import mean_fan_in_norm, random_fan_in, rescale_rows
+from sklearn_north.growth.initializers import (
+    _column_space,
+    mean_fan_in_norm,
+    random_fan_in,
+    rescale_rows,
+)
 from sklearn_north.growth.metrics import activation_rank
 from sklearn_north.nn import GrowableMLP
 
@@ -167,6 +172,41 @@ def test_preactivation_candidates_are_orthogonal_to_existing_pre_activations(
     # Random neurons are far from orthogonal: the property is not an accident.
     rnd = RandomInit()(index, site, 4, context, generator(0))
     assert cosines(inp @ rnd.fan_in.double().T, Z_old).max() > 0.1
+
+
+@pytest.mark.parametrize(
+    "shape, rank",
+    [((30, 8), 8), ((30, 8), 5), ((30, 40), 30), ((30, 40), 12), ((30, 30), 30)],
+    ids=["independent", "dependent", "full-row-rank", "wide-dependent", "square"],
+)
+def test_column_space_matches_the_svd(shape, rank):
+    g = generator(3)
+    B = torch.randn(shape[0], rank, generator=g, dtype=torch.float64) @ torch.randn(
+        rank, shape[1], generator=g, dtype=torch.float64
+    )
+    Q = _column_space(B)
+    if rank >= shape[0]:  # B spans everything: nothing is orthogonal to it
+        assert Q is None
+        return
+    assert Q.shape == (shape[0], np.linalg.matrix_rank(B.numpy()))
+    torch.testing.assert_close(Q.T @ Q, torch.eye(rank, dtype=torch.float64))
+    U = torch.linalg.svd(B, full_matrices=False).U[:, :rank]
+    torch.testing.assert_close(Q @ Q.T, U @ U.T)  # the same projector
+
+
+def test_preactivation_with_a_duplicated_neuron(make_mlp, inputs):
+    # Two identical neurons: the existing pre-activations have one direction fewer than
+    # neurons, and the candidates are still orthogonal to all of them.
+    module = make_mlp(n_features=10, hidden=(6, 4), activation="tanh", trained=True)
+    with torch.no_grad():
+        module.layers[0].weight[1] = module.layers[0].weight[0]
+        module.layers[0].bias[1] = module.layers[0].bias[0]
+    X = inputs(n_samples=200, n_features=10)
+    site = module.growth_sites()[0]
+    new = PreActivationInit(n_candidates=50)(0, site, 4, GrowthContext(module, X), generator(0))
+    Z_old = module.site_activations(X)[0].pre.double()
+    Z_new = X.double() @ new.fan_in.double().T + new.bias.double()
+    assert cosines(Z_new, Z_old).max() < 1e-4
 
 
 def test_preactivation_gives_zero_weight_to_inputs_no_sample_uses(make_mlp, inputs):
