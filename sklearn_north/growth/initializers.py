@@ -269,10 +269,10 @@ class PreActivationInit(Initializer):
         a = torch.randn(len(sv), n_cand, generator=generator, dtype=torch.float64)
         a = a.to(V.device)
         a = a - Qb @ (Qb.T @ a)
-        # The candidates end in the site's dtype (float32): mapping them back to weights in
-        # it rather than float64 halves this product's cost.
-        dtype = producer.weight.dtype
-        w_aug = (V.to(dtype) @ (a / sv[:, None]).to(dtype)).T  # (n_cand, fan_in + 1)
+        # float64: this sum cancels heavily (kernel directions have singular values ~1e4
+        # below the largest); in float32 the candidates lose their orthogonality and, on
+        # MNIST, the first layer stalled at 548 neurons.
+        w_aug = (V @ (a / sv[:, None])).T  # (n_cand, fan_in + 1)
         w, factors = rescale_rows(w_aug[:, :-1], mean_fan_in_norm(site))
         bias = w_aug[:, -1] * factors
         w = w.reshape(n_cand, *site.fan_in_shape)
