@@ -17,6 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
 
+from ._batches import BatchIterator
 from .growth import EVENT_COLUMNS, SCHEDULES, STRATEGIES, GrowthCallback, make_strategy
 from .growth.callback import EVENT_DTYPES
 
@@ -226,6 +227,9 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             batch_size=self.batch_size,
             max_epochs=epochs,
             train_split=None,
+            # Batches indexed at once (torch's DataLoader indexes row by row).
+            iterator_train=BatchIterator,
+            iterator_valid=BatchIterator,
             iterator_train__shuffle=True,
             # Copies: skorch initializes (mutates) the callbacks it is given, and fit must
             # not modify the estimator's parameters nor share state with other fits.

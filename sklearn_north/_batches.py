@@ -1,0 +1,62 @@
+"""Mini-batches cut from the whole array at once, for skorch's ``iterator_train/valid``.
+
+torch's ``DataLoader`` indexes a dataset one sample at a time and stacks the rows: on MNIST
+(batch 512, 784 features) that per-sample Python loop took about half the wall time of a
+small MLP's training step. ``BatchIterator`` indexes skorch's ``Dataset`` with a whole
+batch of indices (one NumPy fancy-indexing call) and yields the same batches in the same
+order as a ``DataLoader`` without workers would.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+
+class BatchIterator:
+    """Iterate over a skorch ``Dataset`` in mini-batches, one indexing call per batch.
+
+    Same batches, in the same order, as ``torch.utils.data.DataLoader(dataset, batch_size,
+    shuffle, drop_last)`` with no workers: it draws the same two numbers from torch's
+    global generator when an iteration starts (the loader's base seed, then the shuffling
+    seed), so a seeded training run is unchanged. Batches are what ``dataset[indices]``
+    returns (NumPy arrays for array data); skorch converts them to tensors.
+
+    Parameters
+    ----------
+    dataset : skorch.dataset.Dataset
+        Any dataset whose ``__getitem__`` accepts an integer array or a slice.
+    batch_size : int, default=128
+    shuffle : bool, default=False
+        A new random order at every iteration.
+    drop_last : bool, default=False
+        Leave out the last, incomplete batch.
+    """
+
+    def __init__(self, dataset, batch_size=128, shuffle=False, drop_last=False):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        self.dataset = dataset
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+
+    def __len__(self):
+        n = len(self.dataset)
+        if self.drop_last:
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.dataset)
+        # DataLoader's base seed for its workers: drawn, unused (no workers), so that the
+        # global generator is where a DataLoader would have left it.
+        torch.empty((), dtype=torch.int64).random_()
+        order = None
+        if self.shuffle:
+            # RandomSampler's seed and permutation.
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+        for b in range(len(self)):
+            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
+            yield self.dataset[order[lo:hi] if order is not None else np.arange(lo, hi)]

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+import torch
+from skorch.dataset import Dataset
+from torch.utils.data import DataLoader
+
+from sklearn_north._batches import BatchIterator
+
+
+def _dataset(n=23, y=True):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 3)).astype(np.float32)
+    return Dataset(X, np.arange(n) if y else None)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("batch_size", [1, 5, 23, 40])
+def test_same_batches_and_generator_state_as_dataloader(shuffle, drop_last, batch_size):
+    dataset = _dataset()
+    torch.manual_seed(3)
+    ours = [
+        (torch.as_tensor(X), torch.as_tensor(y))
+        for X, y in BatchIterator(dataset, batch_size, shuffle=shuffle, drop_last=drop_last)
+    ]
+    after_ours = torch.get_rng_state()
+    torch.manual_seed(3)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
+    theirs = list(loader)
+    assert torch.equal(after_ours, torch.get_rng_state())
+    assert len(ours) == len(theirs) == len(loader)
+    assert len(ours) == len(BatchIterator(dataset, batch_size, drop_last=drop_last))
+    for (X, y), (X_ref, y_ref) in zip(ours, theirs):
+        assert torch.equal(X, X_ref)
+        assert torch.equal(y, y_ref)
+
+
+def test_each_iteration_reshuffles():
+    it = BatchIterator(_dataset(50), batch_size=50, shuffle=True)
+    torch.manual_seed(0)
+    first, second = (next(iter(it))[1] for _ in range(2))
+    assert sorted(first) == sorted(second) == list(range(50))
+    assert not np.array_equal(first, second)
+
+
+def test_without_targets_yields_the_rows_in_order():
+    X = np.concatenate([X for X, _ in BatchIterator(_dataset(y=False), batch_size=4)])
+    np.testing.assert_array_equal(X, _dataset().X)
+
+
+def test_rejects_a_non_positive_batch_size():
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        BatchIterator(_dataset(), batch_size=0)
