@@ -7,17 +7,22 @@ from torch.utils.data import DataLoader
 from sklearn_north._batches import BatchIterator
 
 
-def _dataset(n=23, y=True):
+class _OwnDataset(Dataset):
+    """A subclass may index differently: BatchIterator goes through its __getitem__."""
+
+
+def _dataset(n=23, y=True, kind=Dataset):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n, 3)).astype(np.float32)
-    return Dataset(X, np.arange(n) if y else None)
+    return kind(X, np.arange(n) if y else None)
 
 
+@pytest.mark.parametrize("kind", [Dataset, _OwnDataset])
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("drop_last", [False, True])
 @pytest.mark.parametrize("batch_size", [1, 5, 23, 40])
-def test_same_batches_and_generator_state_as_dataloader(shuffle, drop_last, batch_size):
-    dataset = _dataset()
+def test_same_batches_and_generator_state_as_dataloader(kind, shuffle, drop_last, batch_size):
+    dataset = _dataset(kind=kind)
     torch.manual_seed(3)
     ours = [
         (torch.as_tensor(X), torch.as_tensor(y))
@@ -43,8 +48,10 @@ def test_each_iteration_reshuffles():
     assert not np.array_equal(first, second)
 
 
-def test_without_targets_yields_the_rows_in_order():
-    X = np.concatenate([X for X, _ in BatchIterator(_dataset(y=False), batch_size=4)])
+@pytest.mark.parametrize("kind", [Dataset, _OwnDataset])
+def test_without_targets_yields_the_rows_in_order(kind):
+    batches = BatchIterator(_dataset(y=False, kind=kind), batch_size=4)
+    X = np.concatenate([np.asarray(X) for X, _ in batches])
     np.testing.assert_array_equal(X, _dataset().X)
 
 
