@@ -289,11 +289,13 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
 
     # -- validation ---------------------------------------------------------------------
 
+    # Row-major: mini-batches are rows (a DataFrame's values are column-major, and an
+    # F-ordered batch takes a different BLAS path, with different rounding).
     def _validate_X(self, X, reset):
-        return validate_data(self, X, reset=reset, dtype=np.float32)
+        return validate_data(self, X, reset=reset, dtype=np.float32, order="C")
 
     def _validate_Xy(self, X, y, reset):
-        X, y = validate_data(self, X, y, reset=reset, dtype=np.float32)
+        X, y = validate_data(self, X, y, reset=reset, dtype=np.float32, order="C")
         check_classification_targets(y)
         return X, y
 
