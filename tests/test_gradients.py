@@ -20,6 +20,7 @@ from sklearn_north.growth import (
     RandomInit,
     add_neurons,
     metrics,
+    triggers,
 )
 from sklearn_north.nn import ACTIVATIONS
 from sklearn_north.nn.activations import relu
@@ -176,6 +177,34 @@ def test_trigger_skips_the_count_below_the_frobenius_bound(make_mlp, monkeypatch
     assert between.n_neurons == 0 and len(calls) == 1
     below = GradientTrigger(scale=0.99 * sigma_max / base)(0, site, context)
     assert below.n_neurons >= 1 and len(calls) == 2
+
+
+def test_trigger_skips_G_below_a_bound_that_does_not_need_it(make_mlp):
+    # sigma_max(delta^T X) <= sigma_max(delta) ||X||_F and sigma_max(delta)^2 <= the largest
+    # absolute row sum of delta^T delta: above that bound the step's G is never formed
+    # (where the consumers are at most half as wide as the input: site 0 here).
+    module = make_mlp(n_features=20, hidden=(4, 6), n_outputs=3, trained=0.5)
+    for index in (0, 1):
+        site = module.growth_sites()[index]
+        for seed in range(4):
+            X, y = batch(n=64, n_features=20, n_classes=3, seed=seed)
+            grads = recorded_step(module, X, y)
+            record = grads[index]
+            bound = triggers._sigma_max_bound_without_G(record)
+            delta, inputs = record.delta.double(), record.inputs.double()
+            expected = float((delta.T @ delta).abs().sum(1).max().sqrt() * inputs.norm())
+            assert bound == pytest.approx(expected, rel=1e-3)
+            sigma_max = float(torch.linalg.matrix_norm(delta.T @ inputs, ord=2))
+            assert sigma_max < bound
+            base = GradientTrigger().threshold(record)
+            above = GradientTrigger(scale=1.001 * bound / base)
+            assert above(index, site, GrowthContext(module, gradients=grads)).n_neurons == 0
+            # Site 1's consumers (3) are wider than half its input (4): G is formed anyway.
+            assert (record._G is None) == (index == 0)
+            GradientTrigger(scale=0.999 * bound / base)(
+                index, site, GrowthContext(module, gradients=grads)
+            )
+            assert record._G is not None
 
 
 def test_scale_halves_the_threshold_and_bias_is_part_of_the_fan_in(make_mlp):

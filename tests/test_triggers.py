@@ -116,9 +116,36 @@ def test_trigger_count_on_known_ranks(kind, gamma, width0, rank0, width, rank, e
     trigger = cls(gamma=gamma)
     decision = evaluate(trigger, width0, rank0, width, rank)
     assert decision.n_neurons == expected
-    assert decision.metric == pytest.approx(rank / width)
+    if expected_count(gamma, rank0, width0, width, width) > 0:
+        assert decision.metric == pytest.approx(rank / width)
+    else:  # not even a full-rank layer would fire: the rank is not computed
+        assert math.isnan(decision.metric)
     assert decision.threshold == pytest.approx(gamma * rank0 / width0)
     assert trigger.baselines_ == {0: pytest.approx(rank0 / width0)}
+
+
+@pytest.mark.parametrize("kind", list(EVALUATORS))
+@pytest.mark.parametrize(
+    ("rounding", "baseline", "gamma", "computed"),
+    [
+        ("paper", "init", 0.99, False),  # floor(10 - 10 * 0.99) = 0 even at full rank
+        ("paper", "init", 0.8, True),  # floor(10 - 8) = 2: the rank decides
+        ("reference", "init", 0.99, True),  # 10 - floor(9.9) = 1
+        ("paper", "running_max", 0.99, True),  # the baseline needs every metric
+    ],
+)
+def test_rank_is_computed_only_where_it_can_change_the_decision(
+    kind, rounding, baseline, gamma, computed
+):
+    cls, evaluate = EVALUATORS[kind]
+    trigger = cls(gamma=gamma, rounding=rounding, baseline=baseline)
+    calls = []
+    rank_of = trigger._rank
+    trigger._rank = lambda *args: calls.append(1) or rank_of(*args)
+    decision = evaluate(trigger, 10, 10, 10, 10)
+    assert len(calls) == 1 + computed  # initialize() always measures the baseline
+    assert decision.n_neurons == (1 if rounding == "reference" else 0) + (gamma == 0.8) * 2
+    assert math.isnan(decision.metric) != computed
 
 
 @pytest.mark.parametrize("kind", list(EVALUATORS))
