@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
 from skorch.dataset import Dataset
 from torch.utils.data import DataLoader
 
+import sklearn_north._base as base
+from sklearn_north import GrowingMLPClassifier
 from sklearn_north._batches import BatchIterator
 
 
@@ -58,3 +61,26 @@ def test_without_targets_yields_the_rows_in_order(kind):
 def test_rejects_a_non_positive_batch_size():
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         BatchIterator(_dataset(), batch_size=0)
+
+
+def test_a_growing_fit_is_the_one_torchs_dataloader_would_give(monkeypatch):
+    # The estimators cut batches with BatchIterator; with torch's DataLoader in its place
+    # (same batches, row by row) the grown network must be the same, bit for bit.
+    X, y = load_digits(return_X_y=True)
+    X = X[:400] / 16
+    params = dict(
+        strategy="north-select",
+        hidden_layer_sizes=(16, 16),
+        max_hidden_layer_sizes=48,
+        batch_size=50,
+        max_epochs=3,
+        n_candidates=20,
+        random_state=0,
+    )
+    ours = GrowingMLPClassifier(**params).fit(X, y[:400])
+    monkeypatch.setattr(base, "BatchIterator", DataLoader)
+    theirs = GrowingMLPClassifier(**params).fit(X, y[:400])
+    assert ours.hidden_layer_sizes_ == theirs.hidden_layer_sizes_
+    assert ours.hidden_layer_sizes_ != (16, 16)  # it grew
+    for a, b in zip(ours.module_.parameters(), theirs.module_.parameters()):
+        assert torch.equal(a, b)
