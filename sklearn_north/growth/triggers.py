@@ -100,7 +100,12 @@ ROUNDINGS = ("paper", "reference")
 
 
 class _OrthogonalityTrigger(Trigger):
-    """``max(0, floor(M * (phi - gamma * baseline)))`` for an effective-dimension ``phi``."""
+    """``max(0, floor(M * (phi - gamma * baseline)))`` for an effective-dimension ``phi``.
+
+    Where not even a full-rank layer would fire (eq. 3 rounding, ``init`` baseline,
+    ``M * (1 - gamma * phi_0) < 1``), the rank is not computed: the decision is 0 and its
+    ``metric`` is ``nan``.
+    """
 
     def __init__(self, gamma, epsilon=0.01, baseline="init", method="ldl", rounding="paper"):
         self.gamma = gamma
