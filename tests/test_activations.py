@@ -11,7 +11,7 @@ from sklearn.datasets import make_classification
 from sklearn_north import GrowingMLPClassifier
 from sklearn_north.growth import GrowthSite, NewNeurons, add_neurons, metrics
 from sklearn_north.growth.activations import ActivationRecorder
-from sklearn_north.growth.context import GrowthContext
+from sklearn_north.growth.context import GrowthContext, SiteActivations
 
 
 def train_forward(module, X):
@@ -142,3 +142,37 @@ def test_fast_mode_rejects_unknown_source(data):
     X, y = data
     with pytest.raises(ValueError, match="activation_source"):
         GrowingMLPClassifier(activation_source="batch").fit(X, y)
+
+
+def test_post_activations_are_computed_once_and_only_when_read():
+    calls = []
+
+    def activation(pre):
+        calls.append(1)
+        return pre.clamp_min(0)
+
+    pre = torch.tensor([[-1.0, 2.0]])
+    acts = SiteActivations(inputs=None, pre=pre, activation=activation)
+    assert not calls
+    assert acts.post is acts.post and len(calls) == 1
+    torch.testing.assert_close(acts.post, torch.tensor([[0.0, 2.0]]))
+    with pytest.raises(ValueError, match="post or activation"):
+        SiteActivations(inputs=None, pre=pre)
+
+
+def test_a_site_at_its_maximum_stops_recording(make_mlp, inputs):
+    module = make_mlp()
+    sites = module.growth_sites()
+    sites[0].max_width = sites[0].width  # full: never evaluated nor grown again
+    recorder = ActivationRecorder(capacity=8).attach(sites)
+    with torch.no_grad():
+        recorder.fill(module.site_activations(inputs(8, seed=5)))  # as the callback does
+    before = recorder.site_activations()[0].pre.clone()
+    X = inputs(8)
+    train_forward(module, X)
+    torch.testing.assert_close(recorder.site_activations()[0].pre, before)  # not recorded
+    # The site reading it keeps its own inputs: its statistics are those of X.
+    expected = module.site_activations(X)[1]
+    got = recorder.site_activations()[1]
+    torch.testing.assert_close(got.inputs, expected.inputs)
+    torch.testing.assert_close(got.post, expected.post)

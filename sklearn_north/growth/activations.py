@@ -61,6 +61,7 @@ class ActivationRecorder:
         self._index = {}
         self._inputs = {}
         self._pre = {}
+        self._sites = {}
         self._activations = []
 
     def attach(self, sites):
@@ -72,6 +73,7 @@ class ActivationRecorder:
                     f"shape {tuple(site.fan_in_shape)} for site {site.name!r}."
                 )
             self._index[id(site.producer)] = index
+            self._sites[index] = site
             self._inputs.setdefault(index, _Ring(self.capacity))
             self._pre.setdefault(index, _Ring(self.capacity))
             self._handles.append(site.producer.register_forward_hook(self._record))
@@ -87,6 +89,10 @@ class ActivationRecorder:
     def _record(self, module, args, output):
         if module.training and torch.is_grad_enabled():
             index = self._index[id(module)]
+            if self._sites[index].room == 0:
+                # A site at its maximum is never evaluated nor grown again: its rows are
+                # not needed (a site reading it keeps its own inputs).
+                return
             self._inputs[index].extend(args[0].reshape(args[0].shape[0], -1))
             self._pre[index].extend(output)
 
@@ -103,8 +109,9 @@ class ActivationRecorder:
             inputs, pre = self._inputs[index], self._pre[index]
             if inputs.size != pre.size:
                 raise RuntimeError("The recorded inputs and pre-activations are out of step.")
-            rows = pre.samples()
-            out.append(SiteActivations(inputs=inputs.samples(), pre=rows, post=activation(rows)))
+            out.append(
+                SiteActivations(inputs=inputs.samples(), pre=pre.samples(), activation=activation)
+            )
         return out
 
     def site_grew(self, index, sites, new):

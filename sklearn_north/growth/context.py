@@ -5,8 +5,6 @@ forward pass runs twice for the same samples. After a site grows, the cache is d
 later sites read a larger input, and the grown site has new neurons.
 """
 
-from dataclasses import dataclass
-
 import torch
 
 from . import metrics
@@ -63,17 +61,28 @@ class SampleBuffer:
         return self
 
 
-@dataclass
 class SiteActivations:
     """Activations of one site on the buffer, sample-major.
 
     ``inputs``: the producer's input (n, fan_in); ``pre``: pre-activations (n, M);
-    ``post``: post-activations (n, M), what the activation metric measures.
+    ``post``: post-activations (n, M), what the activation metric measures. ``post`` may
+    be given as ``activation`` instead, applied to ``pre`` the first time ``post`` is read
+    (fast mode: a site nobody evaluates never pays for it).
     """
 
-    inputs: torch.Tensor
-    pre: torch.Tensor
-    post: torch.Tensor
+    def __init__(self, inputs, pre, post=None, activation=None):
+        if post is None and activation is None:
+            raise ValueError("Give post or activation.")
+        self.inputs = inputs
+        self.pre = pre
+        self._post = post
+        self._activation = activation
+
+    @property
+    def post(self):
+        if self._post is None:
+            self._post = self._activation(self.pre)
+        return self._post
 
 
 class GrowthContext:
