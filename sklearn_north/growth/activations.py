@@ -61,23 +61,21 @@ class ActivationRecorder:
         self._index = {}
         self._inputs = {}
         self._pre = {}
-        self._sites = {}
-        self._activations = []
+        self._sites = []
 
     def attach(self, sites):
         self.detach()
-        for index, site in enumerate(sites):
+        self._sites = list(sites)
+        for index, site in enumerate(self._sites):
             if len(site.fan_in_shape) != 1:
                 raise NotImplementedError(
                     "activation_source='training' supports dense sites only, got fan-in "
                     f"shape {tuple(site.fan_in_shape)} for site {site.name!r}."
                 )
             self._index[id(site.producer)] = index
-            self._sites[index] = site
             self._inputs.setdefault(index, _Ring(self.capacity))
             self._pre.setdefault(index, _Ring(self.capacity))
             self._handles.append(site.producer.register_forward_hook(self._record))
-        self._activations = [site.activation for site in sites]
         return self
 
     def detach(self):
@@ -105,12 +103,14 @@ class ActivationRecorder:
     def site_activations(self):
         """One ``SiteActivations`` per site, on the kept rows."""
         out = []
-        for index, activation in enumerate(self._activations):
+        for index, site in enumerate(self._sites):
             inputs, pre = self._inputs[index], self._pre[index]
             if inputs.size != pre.size:
                 raise RuntimeError("The recorded inputs and pre-activations are out of step.")
             out.append(
-                SiteActivations(inputs=inputs.samples(), pre=pre.samples(), activation=activation)
+                SiteActivations(
+                    inputs=inputs.samples(), pre=pre.samples(), activation=site.activation
+                )
             )
         return out
 
