@@ -15,12 +15,14 @@ import torch
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
+from skorch.callbacks import Callback
 
 from sklearn_north import GrowingMLPClassifier
 from sklearn_north.growth import (
     ActivationTrigger,
     Never,
     NewNeurons,
+    PreActivationInit,
     RandomInit,
     SelectInit,
     Trigger,
@@ -67,6 +69,18 @@ class CopyInit:
         weight = site.producer.weight.detach()
         rows = torch.randint(0, site.width, (k,), generator=generator)
         return NewNeurons(fan_in=weight[rows.to(weight.device)].clone())
+
+
+#: Training steps started, appended to by ``_StepCounter`` (module level: the estimator
+#: deep-copies its callbacks, so the list cannot live on the instance).
+STEPS_STARTED = []
+
+
+class _StepCounter(Callback):
+    """Records every training step that starts in ``STEPS_STARTED``."""
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        STEPS_STARTED.append(training)
 
 
 @pytest.fixture(scope="module")
@@ -264,4 +278,26 @@ def test_malformed_strategy_is_a_clear_error_at_fit(data, strategy, error, match
     clf = GrowingMLPClassifier(strategy=strategy, **BASE)  # nothing is checked here
     with pytest.raises(error, match=match):
         clf.fit(X, y)
+    assert not hasattr(clf, "net_")
+
+
+@pytest.mark.parametrize(
+    "strategy, match",
+    [
+        ((ActivationTrigger(rounding="nearest"), RandomInit()), "rounding must be one of"),
+        ((ActivationTrigger(baseline="mean"), RandomInit()), "baseline must be one of"),
+        ((ActivationTrigger(method="qr"), RandomInit()), "method must be one of"),
+        ((ActivationTrigger(), PreActivationInit(inverse_cutoff="svd")), "inverse_cutoff"),
+    ],
+)
+def test_invalid_options_of_custom_objects_fail_before_training(data, strategy, match):
+    X, y = data
+    STEPS_STARTED.clear()
+    GrowingMLPClassifier(callbacks=[("count", _StepCounter())], **BASE).fit(X, y)
+    assert STEPS_STARTED  # the counter sees training steps
+    STEPS_STARTED.clear()
+    clf = GrowingMLPClassifier(strategy=strategy, callbacks=[("count", _StepCounter())], **BASE)
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, y)
+    assert STEPS_STARTED == []  # raised before the first training step
     assert not hasattr(clf, "net_")

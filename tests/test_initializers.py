@@ -153,16 +153,18 @@ def test_select_keeps_the_most_orthogonal_candidates(make_mlp, inputs):
 # --- Pre-activation ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("cutoff", ["pinv", "epsilon"])
 @pytest.mark.parametrize("index", [0, 1])
 def test_preactivation_candidates_are_orthogonal_to_existing_pre_activations(
-    make_mlp, inputs, index
+    make_mlp, inputs, index, cutoff
 ):
     # Widths below the input's rank (+ bias), so an orthogonal pre-activation exists.
     module = make_mlp(n_features=10, hidden=(8, 4), activation="tanh", trained=True)
     X = inputs(n_samples=200, n_features=10)
     context = GrowthContext(module, X)
     site = module.growth_sites()[index]
-    new = PreActivationInit(n_candidates=50)(index, site, 4, context, generator(0))
+    init = PreActivationInit(n_candidates=50, inverse_cutoff=cutoff)
+    new = init(index, site, 4, context, generator(0))
     acts = module.site_activations(X)[index]
     inp = acts.inputs.double()
     Z_old = acts.pre.double()
@@ -172,6 +174,39 @@ def test_preactivation_candidates_are_orthogonal_to_existing_pre_activations(
     # Random neurons are far from orthogonal: the property is not an accident.
     rnd = RandomInit()(index, site, 4, context, generator(0))
     assert cosines(inp @ rnd.fan_in.double().T, Z_old).max() > 0.1
+
+
+def test_preactivation_inverse_cutoff_decides_the_weak_input_directions(make_mlp, inputs):
+    # Input 9 nearly repeats input 8: the input has one weak direction (singular value
+    # ~1e-3, below the metric's epsilon * sqrt(n) = 0.14, far above rounding noise).
+    module = make_mlp(n_features=10, hidden=(6, 4), activation="tanh", trained=True)
+    X = inputs(n_samples=200, n_features=10)
+    X[:, 9] = X[:, 8] + 1e-4 * inputs(n_samples=200, n_features=1, seed=7)[:, 0]
+    aug = torch.cat([X.double(), torch.ones(200, 1, dtype=torch.float64)], dim=1)
+    eig, vecs = np.linalg.eigh((aug.T @ aug).numpy())
+    assert 1e-10 < eig[0] < 0.01**2 * 200 < eig[1]
+    weak = torch.from_numpy(vecs[:, 0])
+    site = module.growth_sites()[0]
+
+    def weak_share(cutoff):
+        init = PreActivationInit(n_candidates=50, inverse_cutoff=cutoff)
+        new = init(0, site, 4, GrowthContext(module, X), generator(0))
+        w = torch.cat([new.fan_in.double(), new.bias.double()[:, None]], dim=1)
+        return (w @ weak).abs() / w.norm(dim=1)
+
+    # The pseudo-inverse reaches a unit pre-activation along the weak direction with a
+    # ~1e3 times larger weight: the candidates' weights are nearly all along it.
+    assert weak_share("pinv").min() > 0.99
+    # The epsilon cutoff leaves the weak direction out of the inverse.
+    assert weak_share("epsilon").max() < 1e-6
+
+
+def test_preactivation_rejects_an_unknown_inverse_cutoff(make_mlp, inputs):
+    module = make_mlp(n_features=10, hidden=(6, 4), trained=True)
+    context = GrowthContext(module, inputs(n_samples=50, n_features=10))
+    init = PreActivationInit(n_candidates=20, inverse_cutoff="svd")
+    with pytest.raises(ValueError, match="inverse_cutoff must be one of"):
+        init(0, module.growth_sites()[0], 2, context, generator(0))
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,10 @@ class GrowthCallback(Callback):
         self.initializer_ = copy.deepcopy(self.initializer)
         if self._can_grow() and self.initializer_ is None:
             raise ValueError("A trigger that can grow needs an initializer.")
+        # Invalid options fail here, not at the first growth event epochs later.
+        for part in (self.trigger_, self.initializer_):
+            if hasattr(part, "check_params"):
+                part.check_params()
         self.events_ = []
         self.step_ = 0
         self.total_steps_ = None

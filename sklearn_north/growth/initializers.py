@@ -17,18 +17,19 @@ The initializer protocol. Any object is an initializer (e.g. in a custom strateg
 the network's function). ``context`` is the trigger's ``GrowthContext``. Random numbers
 come from ``generator`` (a CPU ``torch.Generator``) so that a fit is reproducible from its
 ``random_state``. Optional members: ``needs_activations = False`` (``True`` makes the
-callback keep the sample buffer for ``context.activations``) and ``needs_gradients =
-False`` (``True`` makes it record the last training step's ``context.gradients``). The
+callback keep the sample buffer for ``context.activations``), ``needs_gradients = False``
+(``True`` makes it record the last training step's ``context.gradients``) and
+``check_params()``, which raises ``ValueError`` for invalid parameters when fit starts. The
 callback deep-copies the initializer before training; cloning and pickling work as for
 triggers (see ``triggers``): subclass ``Initializer`` (a ``ParamsMixin``), define it at
 module level.
 
 Numerical ranks. Where a span or kernel decides the *result* of a method, it is taken at
-machine precision (Weight's kernel, Pre-activation's kernel of ``Z``), so the documented
-orthogonality holds exactly. Where it only stabilises or scores, it is the metric's own
-threshold ``epsilon * sqrt(n)`` (Pre-activation's pseudo-inverse of the input, Select's
-projection away from the existing activations): a direction the metric does not count is
-not treated as taken.
+machine precision (Weight's kernel, Pre-activation's kernel of ``Z`` and, by default, its
+pseudo-inverse of the input), so the documented orthogonality holds exactly. Where it only
+scores, it is the metric's own threshold ``epsilon * sqrt(n)`` (Select's projection away
+from the existing activations): a direction the metric does not count is not treated as
+taken.
 """
 
 import math
@@ -50,6 +51,10 @@ class Initializer(ParamsMixin):
     #: Whether the initializer reads the last training step's gradient statistics
     #: (``context.gradients``); the callback then records them with hooks.
     needs_gradients = False
+
+    def check_params(self):
+        """Raise ``ValueError`` for an invalid parameter value (the callback calls this when
+        fit starts, before any training)."""
 
     def __call__(self, index, site, k, context, generator):
         raise NotImplementedError
@@ -219,6 +224,10 @@ class SelectInit(Initializer):
         )
 
 
+#: ``PreActivationInit``'s ``inverse_cutoff`` values.
+INVERSE_CUTOFFS = ("pinv", "epsilon")
+
+
 class PreActivationInit(Initializer):
     """Candidates with pre-activations orthogonal to the existing ones (NORTH-Pre, eq. 7).
 
@@ -236,12 +245,40 @@ class PreActivationInit(Initializer):
     Parameters
     ----------
     n_candidates : int, default=1000
+    inverse_cutoff : {"pinv", "epsilon"}, default="pinv"
+        Which directions of the input the left inverse ``pinv`` uses. ``"pinv"``: the
+        Moore-Penrose pseudo-inverse (the paper's eq. 7), every direction above machine
+        precision; computed from the input's Gram matrix, whose eigenvalues below
+        ``eps * (fan_in + 1)`` times the largest are rounding noise (singular values below
+        ~4e-7 of the largest, torch's ``pinv(hermitian=True)`` tolerance). ``"epsilon"``:
+        only directions whose singular value on the buffer exceeds the metric's threshold
+        ``epsilon * sqrt(n)`` (not the paper's). A weak direction of the input needs a large
+        weight to produce a unit pre-activation, so with ``"pinv"`` the candidates' weights
+        are dominated by the input's weakest directions, and once rescaled to the layer's
+        mean fan-in norm their activations on the data are small; ``"epsilon"`` keeps them
+        at the scale of the existing neurons'. On MNIST (fast mode, 20 epochs, seed 0) the
+        first layer stopped at 147 neurons with ``"pinv"`` (test accuracy 0.976; the paper:
+        281, 0.977) and grew to the maximum 784 with ``"epsilon"`` (0.981).
     """
 
     needs_activations = True
 
-    def __init__(self, n_candidates=1000):
+    def __init__(self, n_candidates=1000, inverse_cutoff="pinv"):
         self.n_candidates = n_candidates
+        self.inverse_cutoff = inverse_cutoff
+
+    def check_params(self):
+        if self.inverse_cutoff not in INVERSE_CUTOFFS:
+            raise ValueError(
+                f"inverse_cutoff must be one of {INVERSE_CUTOFFS}, got {self.inverse_cutoff!r}."
+            )
+
+    def _kept_directions(self, eig, context, n):
+        self.check_params()
+        if self.inverse_cutoff == "pinv":
+            # torch.linalg.pinv(G, hermitian=True)'s default tolerance.
+            return eig > eig.abs().max() * len(eig) * torch.finfo(eig.dtype).eps
+        return eig > context.epsilon**2 * n
 
     def __call__(self, index, site, k, context, generator):
         n_cand = max(int(self.n_candidates), k)
@@ -252,8 +289,7 @@ class PreActivationInit(Initializer):
         # eigenpair it keeps, and such a weight would never see a non-zero input.
         used = (G.diagonal() > 0).nonzero().squeeze(1)
         eig, V_used = torch.linalg.eigh(G[used][:, used])
-        # Input directions the metric can see; pinv restricted to them stays well scaled.
-        keep = eig > context.epsilon**2 * n
+        keep = self._kept_directions(eig, context, n)
         sv = eig[keep].sqrt()
         V = G.new_zeros((G.shape[0], len(sv)))
         V[used] = V_used[:, keep]

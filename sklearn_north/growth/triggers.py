@@ -14,6 +14,8 @@ so far), ``context.total_steps`` (the steps the training is planned for, see
 ``n_neurons`` is capped at ``site.room`` by the callback; its ``metric`` and ``threshold``
 are recorded in the growth history. Optional members, with their defaults when absent:
 
+- ``check_params()``: raises ``ValueError`` for invalid parameters; called when fit
+  starts, before any training;
 - ``initialize(sites, context)``: called once, on the untrained network, when training
   starts (the place to record baselines or initial widths);
 - ``reset()``: clears learned state; called before training on the callback's copy;
@@ -80,6 +82,10 @@ class Trigger(ParamsMixin):
         self.baselines_ = {}
         return self
 
+    def check_params(self):
+        """Raise ``ValueError`` for an invalid parameter value (the callback calls this when
+        fit starts, before any training)."""
+
     def initialize(self, sites, context):
         """Record what the trigger needs from the network at initialisation."""
 
@@ -117,9 +123,15 @@ class _OrthogonalityTrigger(Trigger):
     def _rank(self, index, site, context):
         raise NotImplementedError
 
+    def check_params(self):
+        for name, options in (("baseline", BASELINES), ("rounding", ROUNDINGS)):
+            if getattr(self, name) not in options:
+                raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}.")
+        if self.method not in metrics.METHODS:
+            raise ValueError(f"method must be one of {metrics.METHODS}, got {self.method!r}.")
+
     def initialize(self, sites, context):
-        if self.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}.")
+        self.check_params()
         self.reset()
         for index, site in enumerate(sites):
             self.baselines_[index] = self._rank(index, site, context) / site.width
