@@ -34,7 +34,14 @@ from sklearn.base import clone
 
 from sklearn_north import STRATEGIES as REGISTRY
 from sklearn_north import GrowingMLPClassifier
-from sklearn_north.growth import INITIALIZERS, ActivationTrigger, GradientTrigger, SelectInit
+from sklearn_north.growth import (
+    INITIALIZERS,
+    ActivationTrigger,
+    GradientTrigger,
+    PreActivationInit,
+    SelectInit,
+)
+from sklearn_north.growth.initializers import INVERSE_CUTOFFS
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -47,7 +54,8 @@ DYNAMIC_STRATEGIES = [name for name in REGISTRY if name != "static"]
 
 def add_gradient_options(parser):
     """``--grad-norms`` and ``--grad-scale``: the threshold of the gradient trigger;
-    ``--rounding``: the orthogonality triggers' rounding (estimator ``trigger_rounding``)."""
+    ``--rounding``: the orthogonality triggers' rounding (estimator ``trigger_rounding``);
+    ``--pre-inverse``: ``PreActivationInit``'s ``inverse_cutoff`` for ``north-pre``."""
     parser.add_argument(
         "--grad-norms",
         choices=["gradients", "updates"],
@@ -60,6 +68,13 @@ def add_gradient_options(parser):
         choices=["paper", "reference"],
         default="paper",
         help="T_act/T_weight rounding: eq. 3 (paper) or the authors' code (reference)",
+    )
+    parser.add_argument(
+        "--pre-inverse",
+        choices=INVERSE_CUTOFFS,
+        default="pinv",
+        help="north-pre's left inverse of the input: the pseudo-inverse (paper) or only the "
+        "directions above the metric's epsilon",
     )
 
 
@@ -83,6 +98,14 @@ def build_strategy(name, args):
     Returns ``(strategy, label)``: the estimator's ``strategy`` and the name to report.
     """
     trigger, init = REGISTRY[name]
+    if init == "preactivation" and getattr(args, "pre_inverse", "pinv") != "pinv":
+        rounding = getattr(args, "rounding", "paper")
+        pair = (
+            ActivationTrigger(rounding=rounding),
+            PreActivationInit(inverse_cutoff=args.pre_inverse),
+        )
+        extra = "" if rounding == "paper" else f", {rounding} rounding"
+        return pair, f"{name} ({args.pre_inverse} inverse{extra})"
     if trigger in ("activation", "weight") and getattr(args, "rounding", "paper") != "paper":
         return name, f"{name} ({args.rounding} rounding)"  # the estimator's trigger_rounding
     if trigger != "gradient" or (args.grad_norms == "gradients" and args.grad_scale == 1.0):

@@ -167,7 +167,7 @@ def run(name, seed, args, data, variant="exact"):
     else:
         strategy, label = build_strategy(name, args)
         if args.activation_source == "training":
-            label = f"{name} (fast)"
+            label = f"{name} (fast)" if label == name else f"{label[:-1]}, fast)"
         if variant == "least-orthogonal":
             strategy = least_orthogonal_select(rounding=args.rounding)
             label = f"{name} (least orthogonal kept, {args.rounding} rounding)"
