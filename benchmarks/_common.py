@@ -19,6 +19,7 @@ of a process also pays for one-off allocations (thread pools, kernels): call
 :func:`warm_up` first. Where the reset is unavailable (not Linux), ``peak_mib`` is NaN.
 """
 
+import argparse
 import contextlib
 import ctypes
 import gc
@@ -71,11 +72,23 @@ def add_gradient_options(parser):
     )
     parser.add_argument(
         "--pre-inverse",
-        choices=INVERSE_CUTOFFS,
+        type=_inverse_cutoff,
         default="pinv",
-        help="north-pre's left inverse of the input: the pseudo-inverse (paper) or only the "
-        "directions above the metric's epsilon",
+        help="north-pre's left inverse of the input (PreActivationInit's inverse_cutoff): "
+        "pinv (the pseudo-inverse, paper), epsilon (only directions above the metric's "
+        "epsilon) or a relative singular-value tolerance",
     )
+
+
+def _inverse_cutoff(text):
+    if text in INVERSE_CUTOFFS:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(INVERSE_CUTOFFS)} or a number, got {text!r}"
+        ) from None
 
 
 class LeastOrthogonalSelect(SelectInit):

@@ -20,6 +20,7 @@ from skorch.callbacks import Callback
 from sklearn_north import GrowingMLPClassifier
 from sklearn_north.growth import (
     ActivationTrigger,
+    GradientTrigger,
     Never,
     NewNeurons,
     PreActivationInit,
@@ -288,6 +289,8 @@ def test_malformed_strategy_is_a_clear_error_at_fit(data, strategy, error, match
         ((ActivationTrigger(baseline="mean"), RandomInit()), "baseline must be one of"),
         ((ActivationTrigger(method="qr"), RandomInit()), "method must be one of"),
         ((ActivationTrigger(), PreActivationInit(inverse_cutoff="svd")), "inverse_cutoff"),
+        ((GradientTrigger(norms="steps"), RandomInit()), "norms must be one of"),
+        ((GradientTrigger(method="qr"), RandomInit()), "method must be one of"),
     ],
 )
 def test_invalid_options_of_custom_objects_fail_before_training(data, strategy, match):

@@ -176,36 +176,55 @@ def test_preactivation_candidates_are_orthogonal_to_existing_pre_activations(
     assert cosines(inp @ rnd.fan_in.double().T, Z_old).max() > 0.1
 
 
-def test_preactivation_inverse_cutoff_decides_the_weak_input_directions(make_mlp, inputs):
-    # Input 9 nearly repeats input 8: the input has one weak direction (singular value
-    # ~1e-3, below the metric's epsilon * sqrt(n) = 0.14, far above rounding noise).
+def weak_direction_case(make_mlp, inputs, scale):
+    """A site whose input has one weak direction: input 9 repeats input 8 up to a noise of
+    ``scale``; returns the module, the inputs, the direction and its relative singular
+    value (1e-3: ~5e-4, 2e-6: ~1e-6)."""
     module = make_mlp(n_features=10, hidden=(6, 4), activation="tanh", trained=True)
     X = inputs(n_samples=200, n_features=10)
-    X[:, 9] = X[:, 8] + 1e-4 * inputs(n_samples=200, n_features=1, seed=7)[:, 0]
+    X[:, 9] = X[:, 8] + scale * inputs(n_samples=200, n_features=1, seed=7)[:, 0]
     aug = torch.cat([X.double(), torch.ones(200, 1, dtype=torch.float64)], dim=1)
-    eig, vecs = np.linalg.eigh((aug.T @ aug).numpy())
-    assert 1e-10 < eig[0] < 0.01**2 * 200 < eig[1]
-    weak = torch.from_numpy(vecs[:, 0])
-    site = module.growth_sites()[0]
-
-    def weak_share(cutoff):
-        init = PreActivationInit(n_candidates=50, inverse_cutoff=cutoff)
-        new = init(0, site, 4, GrowthContext(module, X), generator(0))
-        w = torch.cat([new.fan_in.double(), new.bias.double()[:, None]], dim=1)
-        return (w @ weak).abs() / w.norm(dim=1)
-
-    # The pseudo-inverse reaches a unit pre-activation along the weak direction with a
-    # ~1e3 times larger weight: the candidates' weights are nearly all along it.
-    assert weak_share("pinv").min() > 0.99
-    # The epsilon cutoff leaves the weak direction out of the inverse.
-    assert weak_share("epsilon").max() < 1e-6
+    sv, vecs = np.linalg.svd(aug.numpy(), full_matrices=False)[1:]
+    return module, X, torch.from_numpy(vecs[-1]), sv[-1] / sv[0], sv
 
 
-def test_preactivation_rejects_an_unknown_inverse_cutoff(make_mlp, inputs):
+# The float32 pseudo-inverse's tolerance on 200 samples: eps * 200 = 2.4e-5; the metric's
+# threshold: epsilon * sqrt(200) = 0.14.
+@pytest.mark.parametrize(
+    "scale, cutoff, along_weak",
+    [
+        (1e-3, "pinv", True),  # ~5e-4: above the float32 tolerance
+        (1e-3, 1e-5, True),
+        (1e-3, "epsilon", False),  # its singular value ~0.01 is below 0.14
+        (1e-3, 1e-2, False),
+        (2e-6, "pinv", False),  # ~1e-6: float32 rounding level
+        (2e-6, 1e-7, True),
+    ],
+)
+def test_preactivation_inverse_cutoff_decides_the_weak_input_directions(
+    make_mlp, inputs, scale, cutoff, along_weak
+):
+    module, X, weak, relative, sv = weak_direction_case(make_mlp, inputs, scale)
+    assert (10 * 2.4e-5 < relative < 1e-3) if scale == 1e-3 else (1e-7 < relative < 2.4e-6)
+    assert sv[-1] < 0.14 < sv[-2]
+    init = PreActivationInit(n_candidates=50, inverse_cutoff=cutoff)
+    new = init(0, module.growth_sites()[0], 4, GrowthContext(module, X), generator(0))
+    w = torch.cat([new.fan_in.double(), new.bias.double()[:, None]], dim=1)
+    share = (w @ weak).abs() / w.norm(dim=1)
+    if along_weak:
+        # Kept, the weak direction needs a far larger weight for a unit pre-activation
+        # than the others: the candidates' weights are nearly all along it.
+        assert share.min() > 0.99
+    else:
+        assert share.max() < 1e-3
+
+
+@pytest.mark.parametrize("cutoff", ["svd", 0.0, 1.0, -1e-3, True, None])
+def test_preactivation_rejects_an_invalid_inverse_cutoff(make_mlp, inputs, cutoff):
     module = make_mlp(n_features=10, hidden=(6, 4), trained=True)
     context = GrowthContext(module, inputs(n_samples=50, n_features=10))
-    init = PreActivationInit(n_candidates=20, inverse_cutoff="svd")
-    with pytest.raises(ValueError, match="inverse_cutoff must be one of"):
+    init = PreActivationInit(n_candidates=20, inverse_cutoff=cutoff)
+    with pytest.raises(ValueError, match="inverse_cutoff must be 'pinv', 'epsilon' or a float"):
         init(0, module.growth_sites()[0], 2, context, generator(0))
 
 

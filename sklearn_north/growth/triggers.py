@@ -51,6 +51,8 @@ from . import metrics
 from ._params import ParamsMixin
 
 BASELINES = ("init", "running_max")
+#: ``GradientTrigger``'s ``norms`` values.
+GRADIENT_NORMS = ("gradients", "updates")
 
 
 @dataclass
@@ -285,10 +287,15 @@ class GradientTrigger(Trigger):
         """Whether the recorder must keep the weights' change over each step."""
         return self.norms == "updates"
 
+    def check_params(self):
+        if self.norms not in GRADIENT_NORMS:
+            raise ValueError(f"norms must be one of {GRADIENT_NORMS}, got {self.norms!r}.")
+        if self.method not in metrics.METHODS:
+            raise ValueError(f"method must be one of {metrics.METHODS}, got {self.method!r}.")
+
     def threshold(self, grads):
         """``scale * sum_m (||dL/dw_m^in|| + ||dL/dw_m^out||)`` for ``SiteGradients``."""
-        if self.norms not in ("gradients", "updates"):
-            raise ValueError(f"norms must be 'gradients' or 'updates', got {self.norms!r}.")
+        self.check_params()
         updates = self.needs_updates
         total = (
             grads.fan_in_grad_norms(self.include_bias, updates=updates).sum()
