@@ -249,8 +249,8 @@ class PreActivationInit(Initializer):
     inverse_cutoff : "pinv", "epsilon" or float in (0, 1), default="pinv"
         Which directions of the input the left inverse uses: those whose singular value
         on the buffer is above a cutoff. ``"pinv"``: the Moore-Penrose pseudo-inverse
-        (eq. 7) at ``torch.linalg.pinv``'s default tolerance for the input's
-        dtype, ``eps * max(n, fan_in + 1)`` times the largest singular value (float32, 1568
+        (eq. 7) at ``torch.linalg.pinv``'s default tolerance for the input's dtype,
+        ``eps * max(n, fan_in + 1)`` times the largest singular value (float32, 1568
         samples: 1.9e-4). A float: that relative tolerance instead. ``"epsilon"``: the
         metric's own threshold ``epsilon * sqrt(n)`` (not the paper's). A weak input
         direction needs a large weight to produce a unit pre-activation, so the smaller
@@ -281,7 +281,8 @@ class PreActivationInit(Initializer):
             )
 
     def _kept_directions(self, eig, inputs, n_columns, epsilon):
-        """Eigenvalues of the input's Gram matrix (float64) whose directions are kept."""
+        """Mask of the input Gram's eigenvalues ``eig`` (float64) whose directions the
+        inverse uses (see ``inverse_cutoff``)."""
         self.check_params()
         n = inputs.shape[0]
         if self.inverse_cutoff == "epsilon":
