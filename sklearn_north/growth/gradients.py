@@ -98,10 +98,10 @@ class SiteGradients:
         )
         if weight is None:
             raise RuntimeError("No weight updates were recorded (keep_updates=False).")
-        sq = weight.square().sum(dim=1)
+        norms = torch.linalg.vector_norm(weight, dim=1)
         if include_bias and bias is not None:
-            sq = sq + bias.square()
-        return sq.sqrt()
+            norms = torch.hypot(norms, bias)  # the norm of the row with the bias appended
+        return norms
 
     def fan_out_grad_norms(self, updates=False):
         """``||dL/dw_m^out||`` per existing neuron (M,), over all consumers (or the norms
@@ -109,7 +109,7 @@ class SiteGradients:
         fan_out = self.fan_out_update if updates else self.fan_out_grad
         if fan_out is None:
             raise RuntimeError("No weight updates were recorded (keep_updates=False).")
-        return fan_out.norm(dim=0)
+        return torch.linalg.vector_norm(fan_out, dim=0)
 
     def split_fan_out(self, vectors):
         """Split ``(n_out, k)`` fan-out columns into one ``(out_c, k)`` block per consumer."""
