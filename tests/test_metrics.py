@@ -186,10 +186,13 @@ def test_ldl_inertia_count_on_indefinite_symmetric_matrices(seed):
     eigenvalues = torch.linspace(-3, 3, m, dtype=torch.float64) + 0.05  # none at 0 or 1
     q, _ = torch.linalg.qr(torch.randn(m, m, generator=g, dtype=torch.float64))
     G = q @ torch.diag(eigenvalues) @ q.T
+    before = G.clone()
     for cutoff in (-2.0, 0.0, 1.0, 2.5):
         expected = int((eigenvalues > cutoff).sum())
         assert count_eigenvalues_above(G, cutoff, method="ldl") == expected
         assert count_eigenvalues_above(G, cutoff, method="eigh") == expected
+    # The shift is applied to a copy: a context's cached Gram matrix is read again later.
+    assert torch.equal(G, before)
 
 
 def test_ldl_inertia_count_with_explicit_2x2_pivots():
