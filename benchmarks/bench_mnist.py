@@ -307,8 +307,9 @@ def report(df, args, elapsed):
         "Each growing fit is followed, in the same process, by a static network of the "
         "widths it reached, trained the same way (same data, optimizer, epochs, seed). "
         "`time ratio` = growing / static wall time; where both fits took under 30 s, the "
-        f"pair was fitted {args.repeats} times (alternately) and each side's fastest time "
-        "is kept (short fits vary by ±20 % on this machine; the fits are deterministic). "
+        f"pair was fitted {args.repeats} times, back to back, `time ratio` is the median "
+        "of the pairs' ratios and the times shown are each side's fastest (short fits "
+        "vary by ±20 % on this machine, in phases of minutes; the fits are deterministic). "
         "`triggers %` and `initializers %`: "
         "share of the growing fit's wall time spent in them (callback `timings_`). "
         "`fit peak MiB`: peak resident memory of the process during the fit above its "
@@ -432,8 +433,8 @@ def main():
         "--repeats",
         type=int,
         default=3,
-        help="fit pairs (growing, static twin) shorter than 30 s this many times and keep "
-        "each side's fastest time (3)",
+        help="fit pairs (growing, static twin) shorter than 30 s this many times; their "
+        "time ratio is the median of the pairs' ratios (3)",
     )
     p.add_argument("--plot", action="store_true", help="also write PNGs (needs matplotlib)")
     p.add_argument("--out", default=None, help="results name (mnist, or mnist_quick)")
