@@ -179,10 +179,12 @@ def test_trigger_skips_the_count_below_the_frobenius_bound(make_mlp, monkeypatch
     assert below.n_neurons >= 1 and len(calls) == 2
 
 
-def test_trigger_skips_G_below_a_bound_that_does_not_need_it(make_mlp):
+def test_trigger_skips_G_below_a_bound_that_does_not_need_it(make_mlp, monkeypatch):
     # sigma_max(delta^T X) <= sigma_max(delta) ||X||_F and sigma_max(delta)^2 <= the largest
     # absolute row sum of delta^T delta: above that bound the step's G is never formed
-    # (where the consumers are at most half as wide as the input: site 0 here).
+    # (where the consumers are at most half as wide as the input: site 0 here, once G's
+    # size no longer makes forming it the cheaper test).
+    monkeypatch.setattr(triggers, "SMALL_G", 0)
     module = make_mlp(n_features=20, hidden=(4, 6), n_outputs=3, trained=0.5)
     for index in (0, 1):
         site = module.growth_sites()[index]
@@ -205,6 +207,37 @@ def test_trigger_skips_G_below_a_bound_that_does_not_need_it(make_mlp):
                 index, site, GrowthContext(module, gradients=grads)
             )
             assert record._G is not None
+
+
+def test_small_G_is_formed_without_the_bound_and_decides_the_same(make_mlp, monkeypatch):
+    module = make_mlp(n_features=20, hidden=(4, 6), n_outputs=3, trained=0.5)
+    site = module.growth_sites()[0]
+    X, y = batch(n=64, n_features=20, n_classes=3)
+    grads = recorded_step(module, X, y)
+    record = grads[0]
+    assert record.n_samples * record.delta.shape[1] * 20 <= triggers.SMALL_G
+    base = GradientTrigger().threshold(record)
+    bound = triggers._sigma_max_bound_without_G(record)
+    scales = (2.0 * bound / base, 1e-3 * bound / base)  # ruled out by the bound; fires
+    decisions = {}
+    for small_g in (0, triggers.SMALL_G):
+        monkeypatch.setattr(triggers, "SMALL_G", small_g)
+        calls = []
+        original = triggers._sigma_max_bound_without_G
+
+        def counting(grads, original=original, calls=calls):
+            calls.append(1)
+            return original(grads)
+
+        monkeypatch.setattr(triggers, "_sigma_max_bound_without_G", counting)
+        for scale in scales:
+            context = GrowthContext(module, gradients=recorded_step(module, X, y))
+            decisions[small_g, scale] = GradientTrigger(scale=scale)(0, site, context).n_neurons
+        monkeypatch.setattr(triggers, "_sigma_max_bound_without_G", original)
+        # The bound is only consulted where G is large enough to be worth avoiding.
+        assert bool(calls) == (small_g == 0)
+    assert decisions[0, scales[0]] == decisions[triggers.SMALL_G, scales[0]] == 0
+    assert decisions[0, scales[1]] == decisions[triggers.SMALL_G, scales[1]] >= 1
 
 
 def test_scale_halves_the_threshold_and_bias_is_part_of_the_fan_in(make_mlp):

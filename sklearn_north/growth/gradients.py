@@ -324,7 +324,9 @@ class GradientRecorder:
                 delta=torch.cat(deltas, dim=1) if len(deltas) > 1 else deltas[0],
                 weight_grad=weight_grad.reshape(weight_grad.shape[0], -1),
                 bias_grad=bias.grad if bias is not None else None,
-                fan_out_grad=torch.cat(fan_out_grads, dim=0),
+                fan_out_grad=(
+                    torch.cat(fan_out_grads, dim=0) if len(fan_out_grads) > 1 else fan_out_grads[0]
+                ),
                 consumer_sizes=tuple(d.shape[1] for d in deltas),
                 **self._updates(site),
             )
@@ -335,6 +337,8 @@ class GradientRecorder:
 
     def _updates(self, site):
         """``after - before`` of the step for the site's weights (empty if not kept)."""
+        if not self._before:
+            return {}
         before = self._before.get(id(site.producer))
         before_out = [self._before.get(id(c.module)) for c in site.consumers]
         if before is None or any(b is None for b in before_out):

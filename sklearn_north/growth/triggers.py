@@ -309,10 +309,12 @@ class GradientTrigger(Trigger):
         # Upper bounds of sigma_max(G): at or below the threshold no singular value can
         # exceed it and the count (a Gram matrix and its factorisation) is skipped. The
         # first does not even form G (which costs as much as a layer's forward pass), but
-        # only pays where the consumers are narrower than the input.
-        delta, X = grads.delta, grads.inputs
-        cheap = 2 * delta.shape[1] <= X.reshape(X.shape[0], -1).shape[1]
-        if cheap and _sigma_max_bound_without_G(grads) <= threshold:
+        # only pays where the consumers are narrower than the input and G is not so small
+        # that forming it costs less than the bound's dozen small operations.
+        n, n_out = grads.delta.shape
+        fan_in = grads.inputs[0].numel()
+        bound_pays = 2 * n_out <= fan_in and n * n_out * fan_in > SMALL_G
+        if bound_pays and _sigma_max_bound_without_G(grads) <= threshold:
             return TriggerDecision(0, float("nan"), threshold)
         G = grads.G
         # The margin covers the norm's float32 rounding.
@@ -323,6 +325,11 @@ class GradientTrigger(Trigger):
         if n > 0:
             metric = float(torch.linalg.matrix_norm(G.detach().double(), ord=2))
         return TriggerDecision(n, metric, threshold)
+
+
+#: ``GradientTrigger`` forms ``G`` (rather than first bounding its largest singular value
+#: without it) when its product takes at most this many multiply-adds.
+SMALL_G = 1 << 20
 
 
 def _sigma_max_bound_without_G(grads):
@@ -346,10 +353,16 @@ def _sigma_max_bound_without_G(grads):
         return math.inf
     S = delta.T @ delta
     norms = S.diagonal().sqrt()
-    sigma2 = S.abs().sum(dim=1).max() + (c / (1 - c)) * norms.max() * norms.sum()
-    x_norm = torch.linalg.vector_norm(grads.inputs.detach())
+    row_max, error, x_norm = torch.stack(
+        [
+            S.abs().sum(dim=1).max(),
+            norms.max() * norms.sum(),
+            torch.linalg.vector_norm(grads.inputs.detach()).to(S.dtype),
+        ]
+    ).tolist()  # one transfer, then floats
+    sigma2 = row_max + (c / (1 - c)) * error
     # The margin covers the rounding of the row sums and of the norm (non-negative sums).
-    return float(sigma2.sqrt() * x_norm) * (1 + 1e-4)
+    return math.sqrt(sigma2) * x_norm * (1 + 1e-4)
 
 
 #: Trigger classes by name.
