@@ -312,7 +312,7 @@ class GradientTrigger(Trigger):
         # only pays where the consumers are narrower than the input and G is not so small
         # that forming it costs less than the bound's dozen small operations.
         n, n_out = grads.delta.shape
-        fan_in = grads.inputs[0].numel()
+        fan_in = math.prod(grads.inputs.shape[1:])
         bound_pays = 2 * n_out <= fan_in and n * n_out * fan_in > SMALL_G
         if bound_pays and _sigma_max_bound_without_G(grads) <= threshold:
             return TriggerDecision(0, float("nan"), threshold)
