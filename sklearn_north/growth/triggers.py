@@ -107,6 +107,14 @@ class Never(Trigger):
 ROUNDINGS = ("paper", "reference")
 
 
+def _check_options(trigger, **options):
+    """Raise ``ValueError`` unless each named attribute of ``trigger`` is one of its options."""
+    for name, allowed in options.items():
+        value = getattr(trigger, name)
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
+
+
 class _OrthogonalityTrigger(Trigger):
     """``max(0, floor(M * (phi - gamma * baseline)))`` for an effective-dimension ``phi``.
 
@@ -126,11 +134,7 @@ class _OrthogonalityTrigger(Trigger):
         raise NotImplementedError
 
     def check_params(self):
-        for name, options in (("baseline", BASELINES), ("rounding", ROUNDINGS)):
-            if getattr(self, name) not in options:
-                raise ValueError(f"{name} must be one of {options}, got {getattr(self, name)!r}.")
-        if self.method not in metrics.METHODS:
-            raise ValueError(f"method must be one of {metrics.METHODS}, got {self.method!r}.")
+        _check_options(self, baseline=BASELINES, rounding=ROUNDINGS, method=metrics.METHODS)
 
     def initialize(self, sites, context):
         self.check_params()
@@ -288,10 +292,7 @@ class GradientTrigger(Trigger):
         return self.norms == "updates"
 
     def check_params(self):
-        if self.norms not in GRADIENT_NORMS:
-            raise ValueError(f"norms must be one of {GRADIENT_NORMS}, got {self.norms!r}.")
-        if self.method not in metrics.METHODS:
-            raise ValueError(f"method must be one of {metrics.METHODS}, got {self.method!r}.")
+        _check_options(self, norms=GRADIENT_NORMS, method=metrics.METHODS)
 
     def threshold(self, grads):
         """``scale * sum_m (||dL/dw_m^in|| + ||dL/dw_m^out||)`` for ``SiteGradients``."""
