@@ -1,0 +1,133 @@
+"""What one training step and one growth evaluation cost, side by side, at fixed widths.
+
+The MNIST fits' time ratios (``bench_mnist.py``) are, per step, ``1 + evaluation / step``
+plus the growth events. This script measures the two terms directly on MNIST images, for
+the widths the NORTH* strategies end at, so the floor under a ratio can be read off:
+
+- ``step``: one Adam training step of the static network (batch 512, forward, backward,
+  update; plain torch, no skorch: the same for a growing and a static fit);
+- ``exact``: one evaluation of the activation trigger as the callback runs it after every
+  step in the paper's protocol, the sample buffer's activations recomputed with the
+  current weights (every layer below its maximum width is evaluated);
+- ``metric``: the same trigger calls with the activations already at hand (what fast
+  mode pays per step, recording by hooks excluded): the float64 Gram and rank count.
+
+Rounds alternate the three, so they share the machine's conditions; ratios are medians
+of the per-round ratios.
+
+    python benchmarks/bench_step_costs.py
+
+Writes ``benchmarks/results/step_costs.csv`` and ``benchmarks/results/step_costs.md``.
+"""
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from _common import command_line, environment, markdown_table, set_threads, write_results
+from bench_mnist import default_data_home
+
+from sklearn_north.datasets import load_mnist
+from sklearn_north.growth import ActivationTrigger, GrowthContext
+from sklearn_north.nn import GrowableMLP
+
+#: (hidden widths, what ends there): the NORTH* strategies' final widths on MNIST.
+CONFIGS = [
+    ((784, 85), "north-random, north-select (first layer at its maximum)"),
+    ((784, 491), "north-select, seed 1 (exact mode)"),
+    ((390, 90), "north-pre (both layers watched)"),
+]
+
+
+def measure(widths, X, y, buffer, rounds, max_width=784):
+    torch.manual_seed(0)
+    net = GrowableMLP(X.shape[1], widths, 10, max_hidden_layer_sizes=(max_width,) * 2)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-4)
+    trigger = ActivationTrigger()
+    trigger.initialize(net.growth_sites(), GrowthContext(net, buffer))
+    sites = [(i, s) for i, s in enumerate(net.growth_sites()) if s.room > 0]
+
+    def step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(X), y).backward()
+        optimizer.step()
+
+    def evaluate(context):
+        for index, site in sites:
+            trigger(index, site, context)
+
+    def exact():
+        evaluate(GrowthContext(net, buffer))
+
+    def metric():
+        context = GrowthContext(net, buffer)
+        context.activations_all()  # outside the timer
+        tic = time.perf_counter()
+        evaluate(context)
+        return time.perf_counter() - tic
+
+    def timed(f):
+        tic = time.perf_counter()
+        inner = f()
+        return inner if inner is not None else time.perf_counter() - tic
+
+    for _ in range(5):  # warm-up
+        step(), exact(), metric()
+    times = np.array([[timed(f) for f in (step, exact, metric)] for _ in range(rounds)])
+    return {
+        "step_ms": 1e3 * np.median(times[:, 0]),
+        "exact_ms": 1e3 * np.median(times[:, 1]),
+        "metric_ms": 1e3 * np.median(times[:, 2]),
+        "exact_per_step": np.median(times[:, 1] / times[:, 0]),
+        "metric_per_step": np.median(times[:, 2] / times[:, 0]),
+        "watched_layers": len(sites),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=60, help="alternating rounds (60)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (torch's default)")
+    p.add_argument("--data-home", default=default_data_home(), help="MNIST IDX files")
+    p.add_argument("--out", default="step_costs")
+    args = p.parse_args()
+    set_threads(args.threads)
+    X, y = load_mnist(args.data_home, subset="train", return_X_y=True)
+    # Disjoint images: the training batch, then a full buffer (2 x the maximum width).
+    batch = torch.from_numpy(X[:512])
+    labels = torch.from_numpy(y[:512])
+    buffer = torch.from_numpy(X[512 : 512 + 2 * 784])
+    rows = []
+    for widths, where in CONFIGS:
+        row = {"widths": "-".join(map(str, widths)), "strategies ending there": where}
+        row.update(measure(widths, batch, labels, buffer, args.rounds))
+        row["exact_floor"] = 1 + row["exact_per_step"]
+        row["fast_floor"] = 1 + row["metric_per_step"]
+        rows.append(row)
+        print(row)
+    df = pd.DataFrame(rows)
+    text = "\n".join(
+        [
+            "# One training step vs one growth evaluation (MNIST, batch 512, buffer 1568)",
+            "",
+            f"`{command_line('bench_step_costs.py')}`",
+            "",
+            f"{environment()}. Medians of {args.rounds} alternating rounds. `exact`: the "
+            "activation trigger on the buffer's activations recomputed with the current "
+            "weights (every layer below its maximum, 784); `metric`: the same calls with "
+            "the activations at hand (fast mode's per-step cost, hooks excluded). "
+            "`exact floor` = 1 + exact / step and `fast floor` = 1 + metric / step: the "
+            "growing / static time ratio of a fit that stays at these widths, growth events "
+            "and the callback's bookkeeping left out.",
+            "",
+            markdown_table(df, floatfmt=".2f", index=False),
+            "",
+        ]
+    )
+    write_results(df, text, args.out)
+
+
+if __name__ == "__main__":
+    main()
