@@ -321,12 +321,10 @@ class GradientRecorder:
             bias = site.producer.bias
             records[index] = SiteGradients(
                 inputs=inputs.reshape(inputs.shape[0], -1),
-                delta=torch.cat(deltas, dim=1) if len(deltas) > 1 else deltas[0],
+                delta=_joined(deltas, dim=1),
                 weight_grad=weight_grad.reshape(weight_grad.shape[0], -1),
                 bias_grad=bias.grad if bias is not None else None,
-                fan_out_grad=(
-                    torch.cat(fan_out_grads, dim=0) if len(fan_out_grads) > 1 else fan_out_grads[0]
-                ),
+                fan_out_grad=_joined(fan_out_grads, dim=0),
                 consumer_sizes=tuple(d.shape[1] for d in deltas),
                 **self._updates(site),
             )
@@ -365,6 +363,11 @@ class GradientRecorder:
             "_before": {},
             "active": False,
         }
+
+
+def _joined(tensors, dim):
+    """The consumers' tensors joined along ``dim``; a single consumer's as it is (no copy)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
 
 
 def _check_dense(site):
