@@ -45,12 +45,20 @@ from sklearn_north.growth import (
 from sklearn_north.growth.initializers import INVERSE_CUTOFFS
 
 RESULTS = Path(__file__).parent / "results"
+#: The MNIST copy beside the repository (``../shared/data/mnist``), where there is one.
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 #: Every strategy of the registry that can grow, in the paper's order.
 DYNAMIC_STRATEGIES = [name for name in REGISTRY if name != "static"]
 
 
 # --------------------------------------------------------------------------- options
+
+
+def default_data_home():
+    """The repository's sibling ``../shared/data/mnist`` if it exists, else None (the
+    loader's default: ``$SKLEARN_NORTH_DATA/mnist`` or ``~/sklearn_north_data/mnist``)."""
+    return str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None
 
 
 def add_gradient_options(parser):

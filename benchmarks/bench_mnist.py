@@ -21,16 +21,17 @@ installed.
 import argparse
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from _common import (
     DYNAMIC_STRATEGIES,
     RESULTS,
+    SHARED_MNIST,
     add_gradient_options,
     build_strategy,
     command_line,
+    default_data_home,
     duration_text,
     environment,
     fit_timed,
@@ -75,13 +76,6 @@ PROTOCOL = dict(
     seeds=5, epochs=20, n_train=60000, n_test=10000, hidden=[64, 64], max_hidden=[784, 784]
 )
 QUICK = dict(seeds=1, epochs=3, n_train=10000)
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-
-
-def default_data_home():
-    """The repository's sibling ``../shared/data/mnist`` if it exists, else None (the
-    loader's default: ``$SKLEARN_NORTH_DATA/mnist`` or ``~/sklearn_north_data/mnist``)."""
-    return str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None
 
 
 def load_data(args):

@@ -26,8 +26,14 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from _common import command_line, environment, markdown_table, set_threads, write_results
-from bench_mnist import default_data_home
+from _common import (
+    command_line,
+    default_data_home,
+    environment,
+    markdown_table,
+    set_threads,
+    write_results,
+)
 
 from sklearn_north.datasets import load_mnist
 from sklearn_north.growth import ActivationTrigger, GrowthContext
