@@ -9,8 +9,8 @@ from sklearn.base import clone
 from sklearn.datasets import make_classification
 
 from sklearn_north import GrowingMLPClassifier
-from sklearn_north.growth import GrowthSite, NewNeurons, add_neurons, metrics
-from sklearn_north.growth.activations import ActivationRecorder
+from sklearn_north.growth import GrowthSite, NewNeurons, activations, add_neurons, metrics
+from sklearn_north.growth.activations import MAX_SEGMENTS, ActivationRecorder, _PostGramRing
 from sklearn_north.growth.context import GrowthContext, SiteActivations
 
 
@@ -176,3 +176,53 @@ def test_a_site_at_its_maximum_stops_recording(make_mlp, inputs):
     got = recorder.site_activations()[1]
     torch.testing.assert_close(got.inputs, expected.inputs)
     torch.testing.assert_close(got.post, expected.post)
+
+
+# --- the post-activation Gram kept by the rings -------------------------------------------
+
+
+@pytest.mark.parametrize("max_segments", [2, MAX_SEGMENTS])
+def test_ring_gram_equals_a_fresh_gram_after_any_writes(monkeypatch, max_segments):
+    # Two segments: merges join rows across the write head, so a write lands inside one.
+    monkeypatch.setattr(activations, "MAX_SEGMENTS", max_segments)
+    rng = np.random.default_rng(0)
+    generator = torch.Generator().manual_seed(0)
+    capacity, width = 23, 5
+    ring = _PostGramRing(capacity, torch.relu)
+    for step in range(150):
+        if step == 100:
+            width += 2  # rows of another width (surgery outside the callback): start again
+        size = int(rng.choice([1, 2, 3, 7, 8, 30]))
+        ring.extend(torch.randn(size, width, generator=generator))
+        if step % 17 == 16:
+            # A grown site: a new column for every kept row.
+            ring.append_columns(torch.randn(ring.size, 1, generator=generator))
+            width += 1
+        expected = metrics.gram(torch.relu(ring.samples()))
+        torch.testing.assert_close(ring.post_gram(), expected, rtol=1e-12, atol=1e-12)
+        # The segments are disjoint, cover the kept rows and stay few.
+        spans = sorted((a, b) for a, b, _ in ring._segments)
+        assert [a for a, _ in spans] == [0, *(b for _, b in spans[:-1])]
+        assert spans[-1][1] == ring.size and len(spans) <= max_segments
+
+
+def test_ring_gram_forms_only_the_rows_written_since(monkeypatch):
+    # The MNIST protocol's shape, scaled down: 1568 = 3 * 512 + 32 rows, batches of 512.
+    capacity, batch = 3 * 16 + 4, 16
+    formed = []
+    gram = metrics.gram
+
+    def counting_gram(A):
+        formed.append(A.shape[0])
+        return gram(A)
+
+    monkeypatch.setattr(metrics, "gram", counting_gram)
+    ring = _PostGramRing(capacity, torch.relu)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        formed.clear()
+        ring.extend(torch.randn(batch, 6, generator=generator))
+        ring.post_gram()
+        # This batch's rows, and what is left of the segment it overwrote in part.
+        assert sum(formed) <= batch + capacity % batch
+    assert ring.size == capacity

@@ -36,18 +36,22 @@ class SampleBuffer:
             self.data = X.new_empty((self.capacity, *X.shape[1:]))
         X = X.to(device=self.data.device, dtype=self.data.dtype)
         if X.shape[0] >= self.capacity:
-            self.data.copy_(X[-self.capacity :])
+            self._write(0, self.capacity, X[-self.capacity :])
             self.size, self._next = self.capacity, 0
             return
         end = self._next + X.shape[0]
         if end <= self.capacity:
-            self.data[self._next : end] = X
+            self._write(self._next, end, X)
         else:
             split = self.capacity - self._next
-            self.data[self._next :] = X[:split]
-            self.data[: end - self.capacity] = X[split:]
+            self._write(self._next, self.capacity, X[:split])
+            self._write(0, end - self.capacity, X[split:])
         self._next = end % self.capacity
         self.size = min(self.size + X.shape[0], self.capacity)
+
+    def _write(self, start, stop, rows):
+        """Store ``rows`` at ring positions ``start:stop`` (subclasses track writes)."""
+        self.data[start:stop] = rows
 
     def samples(self):
         """The buffered samples (row order is irrelevant to every statistic)."""
@@ -67,22 +71,31 @@ class SiteActivations:
     ``inputs``: the producer's input (n, fan_in); ``pre``: pre-activations (n, M);
     ``post``: post-activations (n, M), what the activation metric measures. ``post`` may
     be given as ``activation`` instead, applied to ``pre`` the first time ``post`` is read
-    (fast mode: a site nobody evaluates never pays for it).
+    (fast mode: a site nobody evaluates never pays for it). ``post_gram``: a function
+    returning ``post``'s float64 Gram matrix, where its owner keeps one up to date (fast
+    mode's rings); by default it is formed from ``post``.
     """
 
-    def __init__(self, inputs, pre, post=None, activation=None):
+    def __init__(self, inputs, pre, post=None, activation=None, post_gram=None):
         if post is None and activation is None:
             raise ValueError("Give post or activation.")
         self.inputs = inputs
         self.pre = pre
         self._post = post
         self._activation = activation
+        self._post_gram = post_gram
 
     @property
     def post(self):
         if self._post is None:
             self._post = self._activation(self.pre)
         return self._post
+
+    def post_gram(self):
+        """Float64 Gram matrix ``post^T post`` (M x M)."""
+        if self._post_gram is not None:
+            return self._post_gram()
+        return metrics.gram(self.post)
 
 
 class GrowthContext:
@@ -155,7 +168,7 @@ class GrowthContext:
         candidates against the existing neurons, so it is formed once per evaluation.
         """
         if index not in self._grams:
-            self._grams[index] = metrics.gram(self.activations(index).post)
+            self._grams[index] = self.activations(index).post_gram()
         return self._grams[index]
 
     def input_gram(self, index):
