@@ -37,8 +37,11 @@ class _Ring(SampleBuffer):
         if self.data is not None and self.data.shape[1:] != rows.shape[1:]:
             # The site's width changed without site_grew (e.g. surgery outside the
             # callback): the kept rows no longer match, start again.
-            self.data, self.size, self._next = None, 0, 0
+            self._clear()
         super().extend(rows)
+
+    def _clear(self):
+        self.data, self.size, self._next = None, 0, 0
 
     def append_columns(self, columns):
         """Append ``columns`` (size x c), one row per kept row, in the kept rows' order."""
@@ -84,10 +87,9 @@ class _PostGramRing(_Ring):
             kept[i] = [a, b, g + h if g is not None and h is not None else None]
         self._segments = kept
 
-    def extend(self, rows):
-        if self.data is not None and self.data.shape[1:] != rows.shape[1:]:
-            self._segments = []
-        super().extend(rows)
+    def _clear(self):
+        super()._clear()
+        self._segments = []
 
     def append_columns(self, columns):
         super().append_columns(columns)
