@@ -17,6 +17,11 @@ batches and activations, the growth engine's sample buffer, candidates and stati
 the training data only if the fit copies it) and nothing allocated before it. The first fit
 of a process also pays for one-off allocations (thread pools, kernels): call
 :func:`warm_up` first. Where the reset is unavailable (not Linux), ``peak_mib`` is NaN.
+
+**On a CUDA device** (``--device cuda``) ``peak_mib`` is the fit's GPU memory instead: the
+peak of torch's CUDA allocator (``torch.cuda.max_memory_allocated``, reset before the fit)
+above what was allocated before the fit; ``process_peak_mib`` stays the process's peak
+RSS. Times are taken after ``torch.cuda.synchronize()``.
 """
 
 import argparse
@@ -143,11 +148,30 @@ def set_threads(n):
     return torch.get_num_threads()
 
 
-def environment():
-    """One line: torch version and threads, CPUs, Python and platform."""
+def add_device_option(parser):
+    """``--device``: the torch device of every fit (estimator ``device``)."""
+    parser.add_argument(
+        "--device", default="cpu", help="torch device of the fits, e.g. cuda (default: cpu)"
+    )
+
+
+def is_cuda(device):
+    return torch.device(device).type == "cuda"
+
+
+def synchronize(device):
+    """Wait for the device's queued work (a no-op on the CPU), before reading a clock."""
+    if is_cuda(device):
+        torch.cuda.synchronize(device)
+
+
+def environment(device="cpu"):
+    """One line: torch version and threads, CPUs, Python and platform (and the GPU)."""
+    gpu = f", {torch.cuda.get_device_name(device)}" if is_cuda(device) else ""
     return (
         f"torch {torch.__version__} with {torch.get_num_threads()} thread(s), "
-        f"{os.cpu_count()} CPU(s), Python {platform.python_version()}, {platform.system()}"
+        f"{os.cpu_count()} CPU(s), Python {platform.python_version()}, "
+        f"{platform.system()}{gpu}"
     )
 
 
@@ -179,15 +203,18 @@ def _malloc_trim():
 
 
 class PeakMemory:
-    """Context manager: ``peak_mib``, the peak RSS above the RSS at entry, and
+    """Context manager: ``peak_mib``, the peak RSS above the RSS at entry (on a CUDA
+    ``device``: the peak of torch's CUDA allocator above its allocation at entry), and
     ``process_peak_mib``, the process's peak RSS during the block (data and everything
     allocated before included); NaN if unknown.
 
     See the module's docstring for the method and what it counts.
     """
 
-    def __init__(self, enabled=True):
+    def __init__(self, enabled=True, device="cpu"):
         self.enabled = enabled
+        self.cuda = is_cuda(device)
+        self.device = device
         self.peak_mib = float("nan")
         self.process_peak_mib = float("nan")
 
@@ -199,6 +226,10 @@ class PeakMemory:
             self._on = _reset_peak_rss()
             if self._on:
                 self._start = _status_kib("VmRSS")
+            if self.cuda:
+                synchronize(self.device)
+                torch.cuda.reset_peak_memory_stats(self.device)
+                self._cuda_start = torch.cuda.memory_allocated(self.device)
         return self
 
     def __exit__(self, *exc):
@@ -206,6 +237,10 @@ class PeakMemory:
             peak = _status_kib("VmHWM")
             self.peak_mib = max(0, peak - self._start) / 1024
             self.process_peak_mib = peak / 1024
+        if self.enabled and self.cuda:
+            synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device) - self._cuda_start
+            self.peak_mib = max(0, peak) / 2**20
         return False
 
 
@@ -213,10 +248,13 @@ def fit_timed(clf, X, y, memory=False):
     """Fit ``clf``; return ``{"fit_s", "cpu_s", "peak_mib", "process_peak_mib"}`` (wall and
     process CPU seconds, peak memory above the start and of the whole process in MiB, NaN
     unless ``memory``)."""
-    with PeakMemory(memory) as mem:
+    device = getattr(clf, "device", "cpu")
+    with PeakMemory(memory, device) as mem:
+        synchronize(device)
         cpu = time.process_time()
         tic = time.perf_counter()
         clf.fit(X, y)
+        synchronize(device)
         wall = time.perf_counter() - tic
         cpu = time.process_time() - cpu
     return {
@@ -229,7 +267,7 @@ def fit_timed(clf, X, y, memory=False):
 
 def warm_up(X, y, **params):
     """A tiny static fit, so that one-off allocations of the process (thread pools,
-    kernels) are not charged to the first measured fit."""
+    kernels, a CUDA context) are not charged to the first measured fit."""
     n = min(len(X), 256)
     GrowingMLPClassifier(
         strategy="static", hidden_layer_sizes=(8,), max_epochs=1, random_state=0, **params

@@ -11,11 +11,12 @@ the fit, the kernel's high-water mark being reset before each fit: see ``_common
 
     python benchmarks/bench_mnist.py            # the protocol: 5 seeds, 20 epochs, 60k
     python benchmarks/bench_mnist.py --quick    # 1 seed, 3 epochs, 10k training images
+    python benchmarks/bench_mnist.py --device cuda   # on a GPU (GPU memory as fit peak)
 
 Writes ``benchmarks/results/mnist.csv`` (one row per run), ``mnist.md`` (means per
 strategy next to the paper's table) and ``mnist_growth.csv`` (every growth event, for
-plots); ``mnist_quick.*`` with ``--quick``. ``--plot`` also writes PNGs if matplotlib is
-installed.
+plots); ``mnist_quick.*`` with ``--quick``, ``*_cuda.*`` on a CUDA device. ``--plot``
+also writes PNGs if matplotlib is installed.
 """
 
 import argparse
@@ -28,6 +29,7 @@ from _common import (
     DYNAMIC_STRATEGIES,
     RESULTS,
     SHARED_MNIST,
+    add_device_option,
     add_gradient_options,
     build_strategy,
     command_line,
@@ -36,6 +38,7 @@ from _common import (
     environment,
     fit_timed,
     grow_vs_static,
+    is_cuda,
     least_orthogonal_select,
     markdown_table,
     n_parameters,
@@ -141,6 +144,7 @@ def run(name, seed, args, data, variant="exact"):
         max_epochs=args.epochs,
         trigger_interval=args.trigger_interval,
         random_state=seed,
+        device=args.device,
     )
     if name in STATIC_BASELINES:
         clf = GrowingMLPClassifier(
@@ -273,6 +277,8 @@ def deviations(args):
 
 def report(df, args, elapsed):
     ours, costs = summarize(df)
+    # The machine the runs were measured on (a --report-only rebuild may run elsewhere).
+    machine = df["machine"].iloc[0] if "machine" in df else environment(args.device)
     off = deviations(args)
     caveat = (
         "**Not the paper's protocol** (" + "; ".join(off) + "): compare the numbers with "
@@ -288,7 +294,8 @@ def report(df, args, elapsed):
         f"{args.n_test} test images; initial widths {args.hidden}, max {args.max_hidden}; "
         f"Adam lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs, "
         f"{args.seeds} seed(s); triggers every {args.trigger_interval} step(s); gradient "
-        f"threshold from {args.grad_norms} x{args.grad_scale}. {environment()}.\n\n"
+        f"threshold from {args.grad_norms} x{args.grad_scale}. "
+        f"{machine}; fits on {args.device}.\n\n"
         f"**Whole run: {duration_text(elapsed)}** (wall clock, data loading included).\n\n"
         + caveat
         + "## Final widths and accuracy\n\n"
@@ -314,7 +321,14 @@ def report(df, args, elapsed):
         "read small peaks and their ratios as noise). `process peak MiB`: the process's "
         "peak resident memory during the fit, the loaded MNIST arrays and the libraries "
         "included (what a user's run needs); `process memory ratio` = growing / static. "
-        "The static baselines have no twin.\n\n"
+        + (
+            "**On CUDA, `fit peak MiB` is GPU memory**: the peak of torch's CUDA allocator "
+            "during the fit above what it held before (its peak mark reset before every "
+            "fit). "
+            if is_cuda(args.device)
+            else ""
+        )
+        + "The static baselines have no twin.\n\n"
         + markdown_table(costs, floatfmt=".2f", index=False)
         + "\n"
     )
@@ -387,6 +401,13 @@ def main():
         help=f"any of {', '.join(choices)} (default: all)",
     )
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (5)")
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds FIRST..FIRST+N-1 (0); for a run split "
+        "over several processes, whose CSVs are then concatenated and --report-only'd",
+    )
     p.add_argument("--epochs", type=int, default=None, help="(20)")
     p.add_argument("--n-train", type=int, default=None, help="training subsample (60000)")
     p.add_argument("--n-test", type=int, default=10000, help="test subsample (10000)")
@@ -404,6 +425,7 @@ def main():
     )
     add_gradient_options(p)
     p.add_argument("--threads", type=int, default=None, help="torch threads (torch's default)")
+    add_device_option(p)
     p.add_argument(
         "--data-home",
         default=default_data_home(),
@@ -431,32 +453,41 @@ def main():
         "time ratio is the median of the pairs' ratios (3)",
     )
     p.add_argument("--plot", action="store_true", help="also write PNGs (needs matplotlib)")
-    p.add_argument("--out", default=None, help="results name (mnist, or mnist_quick)")
+    p.add_argument(
+        "--out", default=None, help="results name (mnist or mnist_quick; _cuda appended on CUDA)"
+    )
     args = p.parse_args()
     for key, value in {**PROTOCOL, **(QUICK if args.quick else {})}.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    out = args.out or ("mnist_quick" if args.quick else "mnist")
+    out = args.out or ("mnist_quick" if args.quick else "mnist") + (
+        "_cuda" if is_cuda(args.device) else ""
+    )
     set_threads(args.threads)
 
     data = None
     if not args.report_only:
         data = load_data(args)
         args.n_train, args.n_test = len(data[0]), len(data[1])
-        warm_up(data[0], data[2])
+        warm_up(data[0], data[2], device=args.device)
     cols = ["strategy", "seed", "step", "epoch", "layer", "n_added", "width"]
     if args.report_only:
         # Rebuild the summary (and plots) from the CSVs of an earlier, possibly cut, run.
         df = pd.read_csv(RESULTS / f"{out}.csv")
         events = pd.read_csv(RESULTS / f"{out}_growth.csv")
         args.seeds = df["seed"].nunique()
-        elapsed = df["elapsed_s"].max()
+        # A run split over processes (--first-seed): the sum of their durations.
+        runs = df.groupby("run_id") if "run_id" in df else [(0, df)]
+        elapsed = sum(g["elapsed_s"].max() for _, g in runs)
     else:
         rows, events = [], []
-        for seed in range(args.seeds):
+        run_id = int(time.time())
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name, variant in planned_runs(args):
                 row, ev = run(name, seed, args, data, variant)
                 row["elapsed_s"] = time.perf_counter() - start
+                row["machine"] = environment(args.device)
+                row["run_id"] = run_id
                 rows.append(row)
                 events.append(ev)
                 print(progress(row, row["elapsed_s"]), flush=True)

@@ -17,6 +17,7 @@ Rounds alternate the three, so they share the machine's conditions; ratios are m
 of the per-round ratios.
 
     python benchmarks/bench_step_costs.py
+    python benchmarks/bench_step_costs.py --device cuda   # step_costs_cuda.*
 
 Writes ``benchmarks/results/step_costs.csv`` and ``benchmarks/results/step_costs.md``.
 """
@@ -28,11 +29,14 @@ import numpy as np
 import pandas as pd
 import torch
 from _common import (
+    add_device_option,
     command_line,
     default_data_home,
     environment,
+    is_cuda,
     markdown_table,
     set_threads,
+    synchronize,
     write_results,
 )
 
@@ -49,9 +53,11 @@ CONFIGS = [
 ]
 
 
-def measure(widths, X, y, buffer, rounds, max_width=784):
+def measure(widths, X, y, buffer, rounds, max_width=784, device="cpu"):
     torch.manual_seed(0)
     net = GrowableMLP(X.shape[1], widths, 10, max_hidden_layer_sizes=(max_width,) * 2)
+    net.to(device)
+    X, y, buffer = X.to(device), y.to(device), buffer.to(device)
     optimizer = torch.optim.Adam(net.parameters(), lr=3e-4)
     trigger = ActivationTrigger()
     trigger.initialize(net.growth_sites(), GrowthContext(net, buffer))
@@ -72,8 +78,10 @@ def measure(widths, X, y, buffer, rounds, max_width=784):
             trigger(index, site, context)
 
     def timed(f, *args):
+        synchronize(device)
         tic = time.perf_counter()
         f(*args)
+        synchronize(device)
         return time.perf_counter() - tic
 
     def one_round():
@@ -103,8 +111,10 @@ def main():
     p.add_argument("--rounds", type=int, default=60, help="alternating rounds (60)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (torch's default)")
     p.add_argument("--data-home", default=default_data_home(), help="MNIST IDX files")
-    p.add_argument("--out", default="step_costs")
+    add_device_option(p)
+    p.add_argument("--out", default=None, help="results name (step_costs, _cuda on CUDA)")
     args = p.parse_args()
+    out = args.out or "step_costs" + ("_cuda" if is_cuda(args.device) else "")
     set_threads(args.threads)
     X, y = load_mnist(args.data_home, subset="train", return_X_y=True)
     # Disjoint images: the training batch, then a full buffer (2 x the maximum width).
@@ -114,7 +124,7 @@ def main():
     rows = []
     for widths, where in CONFIGS:
         row = {"widths": "-".join(map(str, widths)), "strategies ending there": where}
-        row.update(measure(widths, batch, labels, buffer, args.rounds))
+        row.update(measure(widths, batch, labels, buffer, args.rounds, device=args.device))
         rows.append(row)
         print(row)
     df = pd.DataFrame(rows)
@@ -124,7 +134,8 @@ def main():
             "",
             f"`{command_line('bench_step_costs.py')}`",
             "",
-            f"{environment()}. Medians of {args.rounds} alternating rounds. `exact`: the "
+            f"{environment(args.device)}; on {args.device}. Medians of {args.rounds} "
+            "alternating rounds. `exact`: the "
             "activation trigger on the buffer's activations recomputed with the current "
             "weights (every layer below its maximum, 784); `fast step`: the training step "
             "with fast mode's recording hooks, then the same trigger calls on the rows they "
@@ -137,7 +148,7 @@ def main():
             "",
         ]
     )
-    write_results(df, text, args.out)
+    write_results(df, text, out)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import numbers
 import torch
 
 from . import metrics
+from ._host import host
 from ._params import ParamsMixin
 from .sites import NewNeurons
 
@@ -414,7 +415,7 @@ class GradMaxInit(Initializer):
     def __call__(self, index, site, k, context, generator):
         grads = context.gradients(index)
         G = grads.G.detach().double()
-        U = torch.linalg.svd(G, full_matrices=False)[0][:, :k]
+        U = torch.linalg.svd(host(G), full_matrices=False)[0][:, :k].to(G.device)
         if U.shape[1] < k:
             U = torch.cat([U, _random_directions(G.shape[0], k - U.shape[1], generator, U)], 1)
         rows = torch.arange(U.shape[1], device=U.device)

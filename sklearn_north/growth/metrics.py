@@ -12,9 +12,10 @@ of ``G - t**2 I``, a third of the cost of a Cholesky-sized problem and 4-6x fast
 against. The Gram matrix is formed in float64 because squaring the singular values
 squares the condition number; in float32 the count can flip near the threshold.
 
-Everything runs in torch, on the tensors' device. (SciPy's LAPACK on CPU was tried: its
-OpenBLAS threads contend with torch's OpenMP threads, which made a training run with the
-weight trigger ~8x slower on 2 cores.)
+Everything runs in torch, on the tensors' device, except the LDL^T factorisation: on a
+GPU it runs on the host CPU (``_host.py``: the GPU's is 3-5x slower at these sizes). (SciPy's
+LAPACK on CPU was tried: its OpenBLAS threads contend with torch's OpenMP threads, which
+made a training run with the weight trigger ~8x slower on 2 cores.)
 
 Conventions: activations are sample-major, shape ``(n_samples, n_neurons)`` (the transpose
 of the paper's ``H_l``); weights are neuron-major, shape ``(n_neurons, fan_in...)``.
@@ -24,6 +25,8 @@ import itertools
 import math
 
 import torch
+
+from ._host import host
 
 METHODS = ("ldl", "eigh", "svd")
 
@@ -68,11 +71,12 @@ def count_eigenvalues_above(G, cutoff, method="ldl"):
         return 0
     if method == "eigh":
         return int((torch.linalg.eigvalsh(G) > cutoff).sum())
+    G = host(G)
     # G - cutoff * I without an identity matrix (one m x m temporary less, ~20 % faster).
     shifted = G.clone()
     shifted.diagonal().sub_(cutoff)
     LD, pivots, _ = torch.linalg.ldl_factor_ex(shifted)
-    return _positive_inertia(LD.diagonal().cpu(), LD.diagonal(-1).cpu(), pivots.cpu())
+    return _positive_inertia(LD.diagonal(), LD.diagonal(-1), pivots)
 
 
 def _positive_inertia(d, sub, pivots):

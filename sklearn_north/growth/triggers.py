@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from . import metrics
+from ._host import host
 from ._params import ParamsMixin
 
 BASELINES = ("init", "running_max")
@@ -324,7 +325,7 @@ class GradientTrigger(Trigger):
         n = metrics.count_singular_values_above(G, threshold, self.method)
         metric = float("nan")
         if n > 0:
-            metric = float(torch.linalg.matrix_norm(G.detach().double(), ord=2))
+            metric = float(torch.linalg.matrix_norm(host(G.detach()).double(), ord=2))
         return TriggerDecision(n, metric, threshold)
 
 
