@@ -307,11 +307,17 @@ def report(df, args, elapsed):
         + "\n\n## Cost of growing vs static of the same final widths\n\n"
         "Each growing fit is followed, in the same process, by a static network of the "
         "widths it reached, trained the same way (same data, optimizer, epochs, seed). "
-        "`time ratio` = growing / static wall time; where both fits took under 30 s, the "
-        f"pair was fitted {args.repeats} times, back to back, `time ratio` is the median "
-        "of the pairs' ratios and the times shown are each side's fastest (short fits "
-        "vary by ±20 % on this machine, in phases of minutes; the fits are deterministic). "
-        "`triggers %` and `initializers %`: "
+        "`time ratio` = growing / static wall time"
+        + (
+            "; each pair was fitted once. "
+            if args.repeats == 1
+            else "; where both fits took under 30 s, the "
+            f"pair was fitted {args.repeats} times, back to back, `time ratio` is the median "
+            "of the pairs' ratios and the times shown are each side's fastest (short fits "
+            "vary by ±20 % on a 2-core CPU, in phases of minutes; the fits are "
+            "deterministic). "
+        )
+        + "`triggers %` and `initializers %`: "
         "share of the growing fit's wall time spent in them (callback `timings_`). "
         "`fit peak MiB`: peak resident memory of the process during the fit above its "
         "resident memory just before (the kernel's peak-RSS mark is reset before every "
