@@ -487,7 +487,8 @@ def main():
         elapsed = sum(g["elapsed_s"].max() for _, g in runs)
     else:
         rows, events = [], []
-        run_id = int(time.time())
+        run_id = time.time_ns()  # tells the processes of a split run apart
+        RESULTS.mkdir(exist_ok=True)
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name, variant in planned_runs(args):
                 row, ev = run(name, seed, args, data, variant)
