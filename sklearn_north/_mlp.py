@@ -92,7 +92,10 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         Extra skorch callbacks (e.g. ``skorch.callbacks.LRScheduler``); they see the same
         optimizer before and after growth.
     device : str, default="cpu"
-        Torch device, e.g. ``"cuda"``.
+        Torch device, e.g. ``"cuda"``. On a GPU the network, the sample buffer and the
+        growth statistics live on the device; the metric's LDL^T factorisation runs on the
+        host CPU, where it is faster at these sizes. Determinism is promised on the CPU
+        only (CUDA kernels may reduce in a different order from run to run).
     warm_start : bool, default=False
         If True, ``fit`` on a fitted estimator continues training and growing the current
         network instead of starting over.
