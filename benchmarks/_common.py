@@ -165,6 +165,15 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
+def timed(device, f, *args):
+    """Seconds ``f(*args)`` takes, the device's queued work waited for before and after."""
+    synchronize(device)
+    tic = time.perf_counter()
+    f(*args)
+    synchronize(device)
+    return time.perf_counter() - tic
+
+
 def environment(device="cpu"):
     """One line: torch version and threads, CPUs, Python and platform (and the GPU)."""
     gpu = f", {torch.cuda.get_device_name(device)}" if is_cuda(device) else ""

@@ -12,12 +12,11 @@ Writes ``benchmarks/results/linalg_device.csv`` and ``.md``.
 """
 
 import argparse
-import time
 
 import numpy as np
 import pandas as pd
 import torch
-from _common import command_line, environment, markdown_table, write_results
+from _common import command_line, environment, markdown_table, timed, write_results
 
 from sklearn_north.growth.metrics import gram
 
@@ -28,14 +27,6 @@ OPERATIONS = {
     "qr (column space)": lambda G, B: torch.linalg.qr(B),
     "cholesky (select scoring)": lambda G, B: torch.linalg.cholesky(G),
 }
-
-
-def timed(f, device):
-    torch.cuda.synchronize(device)
-    tic = time.perf_counter()
-    f()
-    torch.cuda.synchronize(device)
-    return time.perf_counter() - tic
 
 
 def measure(width, rounds, device, n=1568):
@@ -57,7 +48,7 @@ def measure(width, rounds, device, n=1568):
 
         for _ in range(3):
             on_gpu(), on_host()
-        times = np.array([(timed(on_gpu, device), timed(on_host, device)) for _ in range(rounds)])
+        times = np.array([(timed(device, on_gpu), timed(device, on_host)) for _ in range(rounds)])
         gpu, cpu = 1e3 * np.median(times, axis=0)
         rows.append({"operation": name, "width": width, "gpu_ms": gpu, "host_ms": cpu,
                      "gpu / host": gpu / cpu})  # fmt: skip

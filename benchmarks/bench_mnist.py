@@ -488,12 +488,13 @@ def main():
     else:
         rows, events = [], []
         run_id = time.time_ns()  # tells the processes of a split run apart
+        machine = environment(args.device)
         RESULTS.mkdir(exist_ok=True)
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name, variant in planned_runs(args):
                 row, ev = run(name, seed, args, data, variant)
                 row["elapsed_s"] = time.perf_counter() - start
-                row["machine"] = environment(args.device)
+                row["machine"] = machine
                 row["run_id"] = run_id
                 rows.append(row)
                 events.append(ev)

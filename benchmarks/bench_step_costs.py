@@ -23,7 +23,6 @@ Writes ``benchmarks/results/step_costs.csv`` and ``benchmarks/results/step_costs
 """
 
 import argparse
-import time
 
 import numpy as np
 import pandas as pd
@@ -36,7 +35,7 @@ from _common import (
     is_cuda,
     markdown_table,
     set_threads,
-    synchronize,
+    timed,
     write_results,
 )
 
@@ -77,19 +76,12 @@ def measure(widths, X, y, buffer, rounds, max_width=784, device="cpu"):
         for index, site in sites:
             trigger(index, site, context)
 
-    def timed(f, *args):
-        synchronize(device)
-        tic = time.perf_counter()
-        f(*args)
-        synchronize(device)
-        return time.perf_counter() - tic
-
     def one_round():
-        static = timed(step)
+        static = timed(device, step)
         # A fresh context computes the buffer's activations inside ``evaluate``.
-        exact = timed(evaluate, GrowthContext(net, buffer))
+        exact = timed(device, evaluate, GrowthContext(net, buffer))
         recorder.attach(net.growth_sites())
-        fast = timed(step) + timed(evaluate, GrowthContext(net, recorder=recorder))
+        fast = timed(device, step) + timed(device, evaluate, GrowthContext(net, recorder=recorder))
         recorder.detach()
         return static, exact, fast
 

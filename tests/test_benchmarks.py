@@ -7,24 +7,17 @@ Results go to a temporary folder, never to ``benchmarks/results``.
 
 import gzip
 import hashlib
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from test_datasets import idx_bytes
 
 from sklearn_north import datasets
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def idx_bytes(array):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    return header + array.astype(np.uint8).tobytes()
 
 
 @pytest.fixture
@@ -34,9 +27,9 @@ def fake_mnist(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     files = {}
     for prefix, n in (("train", 240), ("t10k", 60)):
-        labels = np.arange(n) % 10
+        labels = (np.arange(n) % 10).astype(np.uint8)
         # Images whose mean brightness says the label: learnable in one epoch.
-        images = rng.integers(0, 60, (n, 28, 28)) + 19 * labels[:, None, None]
+        images = (rng.integers(0, 60, (n, 28, 28)) + 19 * labels[:, None, None]).astype(np.uint8)
         files[f"{prefix}-images-idx3-ubyte"] = idx_bytes(images)
         files[f"{prefix}-labels-idx1-ubyte"] = idx_bytes(labels)
     folder = tmp_path / "mnist"
