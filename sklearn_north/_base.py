@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
 
 from ._batches import BatchIterator
+from ._divergence import DivergenceGuard, check_finite_weights
 from .growth import EVENT_COLUMNS, SCHEDULES, STRATEGIES, GrowthCallback, make_strategy
 from .growth.callback import EVENT_DTYPES
 
@@ -233,7 +234,12 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             iterator_train__shuffle=True,
             # Copies: skorch initializes (mutates) the callbacks it is given, and fit must
             # not modify the estimator's parameters nor share state with other fits.
-            callbacks=[("growth", growth), *clone(self.callbacks or [], safe=False)],
+            # The guard first: no trigger is evaluated after a non-finite loss.
+            callbacks=[
+                ("divergence", DivergenceGuard()),
+                ("growth", growth),
+                *clone(self.callbacks or [], safe=False),
+            ],
             classes=list(range(len(encoder.classes_))),
             device=self.device,
             verbose=int(self.verbose),
@@ -273,6 +279,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         net.notify("on_train_begin", X=X, y=y)
         net.fit_loop(X, y, epochs=epochs)
         net.notify("on_train_end", X=X, y=y)
+        check_finite_weights(net.module_)
 
     def _seeded(self, offset):
         return _TorchSeed(self._seed + offset, self.device)

@@ -70,7 +70,8 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         Evaluate the triggers every this many optimizer steps (1 = the paper).
     buffer_size : int or None, default=None
         Recent training samples on which activations are measured. ``None``: twice the
-        largest maximum width (the metric needs more samples than neurons).
+        largest maximum width. Must be larger than every maximum width for the strategies
+        that measure activations (the metric needs more samples than neurons).
     activation_source : {"buffer", "training"}, default="buffer"
         Where the activation trigger and ``north-select``/``north-pre`` read activations.
         ``"buffer"`` (the paper): a forward pass of the sample buffer with the current

@@ -154,6 +154,27 @@ def test_default_buffer_size_and_first_buffer(data, make_growth_net):
     assert set(cb.trigger_.baselines_) == {0, 1}
 
 
+@pytest.mark.parametrize("buffer_size, ok", [(5, False), (6, False), (7, True)])
+def test_buffer_must_exceed_the_widest_dense_layer(data, make_growth_net, buffer_size, ok):
+    # max_hidden=(6, 5): on n <= 6 samples the first layer's metric is capped at n / M.
+    X, y = data
+    callback = GrowthCallback(ActivationTrigger(), RandomInit(), buffer_size=buffer_size)
+    net = make_growth_net(callback, max_epochs=1)
+    if ok:
+        net.fit(X, y)
+        assert growth_of(net).buffer_.capacity == buffer_size
+    else:
+        with pytest.raises(ValueError, match=rf"buffer_size={buffer_size} must be larger.*\(6 "):
+            net.fit(X, y)
+
+
+def test_buffer_size_is_not_checked_where_no_activations_are_used(data, make_growth_net):
+    X, y = data
+    net = make_growth_net(GrowthCallback(FixedTrigger(n=1), RandomInit(), buffer_size=2))
+    net.fit(X, y)
+    assert growth_of(net).buffer_ is None
+
+
 def test_static_network_does_nothing(data, make_growth_net):
     X, y = data
     net = make_growth_net(GrowthCallback(Never()))

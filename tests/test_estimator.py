@@ -22,7 +22,7 @@ from skorch.callbacks import Callback, LRScheduler
 from torch.optim.lr_scheduler import StepLR
 
 from sklearn_north import GrowingMLPClassifier
-from sklearn_north.growth import EVENT_COLUMNS
+from sklearn_north.growth import EVENT_COLUMNS, RandomInit, Trigger, TriggerDecision
 
 # Small, fast settings for data sets of a few hundred samples.
 FAST = dict(
@@ -426,6 +426,8 @@ def test_single_class_is_rejected(blobs):
         ({"activation": "softmax"}, "activation"),
         ({"device": "not-a-device"}, "device"),
         ({"trigger_rounding": "nearest"}, "trigger_rounding"),
+        # north-select measures activations: 8 samples cannot show 80 independent neurons.
+        ({"buffer_size": 8}, "buffer_size=8 must be larger"),
     ],
 )
 def test_invalid_parameters_are_rejected(blobs, params, match):
@@ -465,6 +467,86 @@ def test_failed_refit_leaves_no_fitted_state(blobs, failure):
         clf.set_params(gamma=2.0)
     with pytest.raises(ValueError):
         clf.fit(X, y)
+    assert_not_fitted(clf)
+
+
+class PoisonAt(Callback):
+    """Set every weight to ``value`` after training batch ``batch`` (counted over the fit)."""
+
+    def __init__(self, batch, value=float("nan")):
+        self.batch = batch
+        self.value = value
+
+    def initialize(self):
+        self.seen_ = 0
+        return self
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        self.seen_ += training
+        if self.seen_ == self.batch:
+            with torch.no_grad():
+                for p in net.module_.parameters():
+                    p.fill_(self.value)
+
+
+@pytest.mark.parametrize("strategy", ["north-select", "gradmax", "static"])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_diverged_training_stops_at_the_first_non_finite_loss(blobs, strategy, value):
+    X, y = blobs  # 150 samples, batches of 32: 5 an epoch
+    clf = GrowingMLPClassifier(**{**FAST, "strategy": strategy}, callbacks=[PoisonAt(7, value)])
+    # Weights broken after step 7 (epoch 2, batch 2): step 8's loss is the first NaN.
+    with pytest.raises(ValueError, match="Training diverged: the loss was nan at epoch 2, batch 3"):
+        clf.fit(X, y)
+    assert_not_fitted(clf)
+
+
+class StepsSeen(Trigger):
+    """Never fires; records (in a class attribute: fit works on a copy) the steps at
+    which it was evaluated."""
+
+    steps = []
+
+    def __call__(self, index, site, context):
+        StepsSeen.steps.append(context.step)
+        return TriggerDecision(0, metric=0.0, threshold=0.0)
+
+
+def test_no_trigger_is_evaluated_after_a_non_finite_loss(blobs):
+    X, y = blobs
+    StepsSeen.steps = []
+    strategy = (StepsSeen(), RandomInit())
+    clf = GrowingMLPClassifier(**{**FAST, "strategy": strategy}, callbacks=[PoisonAt(7)])
+    with pytest.raises(ValueError, match="diverged"):
+        clf.fit(X, y)
+    # Step 8's loss was NaN: its evaluation (two sites) never ran.
+    assert StepsSeen.steps == [step for step in range(1, 8) for _ in range(2)]
+
+
+def test_non_finite_weights_after_the_last_step_are_an_error(blobs):
+    X, y = blobs
+    last = 5 * FAST["max_epochs"]  # every loss was finite
+    clf = GrowingMLPClassifier(**FAST, callbacks=[PoisonAt(last)])
+    with pytest.raises(ValueError, match="non-finite parameter weights"):
+        clf.fit(X, y)
+    assert_not_fitted(clf)
+
+
+def test_divergence_from_unscaled_input_is_a_clear_error(small_digits):
+    X, y = small_digits
+    clf = GrowingMLPClassifier(**{**FAST, "optimizer": "sgd", "lr": 10.0})
+    with pytest.raises(ValueError, match="preprocessed"):
+        clf.fit(X * 1e30, y)
+    assert_not_fitted(clf)
+
+
+@pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
+def test_divergence_when_continuing_leaves_no_fitted_state(blobs, how):
+    X, y = blobs
+    clf = GrowingMLPClassifier(**FAST, warm_start=True).fit(X, y)
+    with torch.no_grad():
+        clf.module_.layers[-1].weight[0, 0] = np.nan
+    with pytest.raises(ValueError, match="diverged"):
+        clf.partial_fit(X, y) if how == "partial_fit" else clf.fit(X, y)
     assert_not_fitted(clf)
 
 

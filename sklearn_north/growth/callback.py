@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback
 from skorch.dataset import get_len
+from torch import nn
 
 from .activations import ActivationRecorder
 from .context import GrowthContext, SampleBuffer
@@ -53,7 +54,9 @@ class GrowthCallback(Callback):
         Evaluate the triggers every this many optimizer steps (1 = the paper).
     buffer_size : int or None, default=None
         Samples kept for the activation statistics; ``None``: twice the largest maximum
-        width (needs ``n > M``). Ignored by triggers and initializers that do not use them.
+        width. Must exceed every dense site's maximum width (the metric needs ``n > M``;
+        ``ValueError`` otherwise). Ignored by triggers and initializers that do not use
+        them.
     second_moment : {"gradient", "mean", "zero"}, default="gradient"
         How the optimizer state of new entries is filled (see ``optim``): ``"gradient"``
         starts Adam's moments from each entry's first non-zero gradient (its first update
@@ -154,6 +157,7 @@ class GrowthCallback(Callback):
             self._recorder = GradientRecorder(keep_updates).attach(sites)
         if not self._started:
             if self._uses_samples():
+                self._check_buffer_size(sites)
                 self.buffer_ = self._first_buffer(X, sites, net.device)
             self.total_steps_ = planned_steps(net, X, self.planned_epochs)
             context = self._context(module)
@@ -254,6 +258,21 @@ class GrowthCallback(Callback):
         recorder = self.__dict__.pop("_recorder", None)
         if recorder is not None:
             recorder.detach()
+
+    def _check_buffer_size(self, sites):
+        # The activations of M dense neurons on n samples have rank <= n: with n <= M the
+        # metric is capped at n / M and the layer silently stops growing near n neurons.
+        if self.buffer_size is None:
+            return
+        dense = [s.max_width or s.width for s in sites if isinstance(s.producer, nn.Linear)]
+        if dense and self.buffer_size <= max(dense):
+            raise ValueError(
+                f"buffer_size={self.buffer_size} must be larger than the widest layer the "
+                f"activation statistics are measured on ({max(dense)} neurons at its "
+                f"maximum): on n samples a layer's activations have rank <= n, so it could "
+                f"not grow much past {self.buffer_size} neurons. Use buffer_size > "
+                f"{max(dense)}, or None for twice the largest maximum width."
+            )
 
     def _first_buffer(self, X, sites, device):
         if self.buffer_size is not None:
