@@ -1,18 +1,21 @@
-"""The MNIST benchmark script end to end, on small fake IDX files the test writes: the
-runs it plans, the CSVs and summary it writes, a run split over processes
-(``--first-seed``) rebuilt with ``--report-only``.
+"""The benchmark scripts on small fake IDX files the tests write: bench_mnist end to end
+(the runs it plans, the CSVs and summary it writes, a run split over processes with
+``--first-seed`` rebuilt with ``--report-only``), bench_step_costs' table and floors, and
+bench_linalg_device's measurements on the CPU.
 
 Results go to a temporary folder, never to ``benchmarks/results``.
 """
 
 import gzip
 import hashlib
+import importlib
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_datasets import idx_bytes
 
 from sklearn_north import datasets
@@ -20,49 +23,67 @@ from sklearn_north import datasets
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture
-def fake_mnist(tmp_path, monkeypatch):
-    """A folder of MNIST-shaped IDX files (240 training, 60 test images) that
-    ``load_mnist`` accepts."""
+def write_fake_mnist(folder, n_train=240, n_test=60):
+    """MNIST-shaped IDX files in ``folder`` whose mean brightness says the label
+    (learnable in one epoch); returns their md5 checksums for ``MNIST_CHECKSUMS``."""
     rng = np.random.default_rng(0)
     files = {}
-    for prefix, n in (("train", 240), ("t10k", 60)):
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
         labels = (np.arange(n) % 10).astype(np.uint8)
-        # Images whose mean brightness says the label: learnable in one epoch.
         images = (rng.integers(0, 60, (n, 28, 28)) + 19 * labels[:, None, None]).astype(np.uint8)
         files[f"{prefix}-images-idx3-ubyte"] = idx_bytes(images)
         files[f"{prefix}-labels-idx1-ubyte"] = idx_bytes(labels)
-    folder = tmp_path / "mnist"
     folder.mkdir()
     for name, content in files.items():
         (folder / f"{name}.gz").write_bytes(gzip.compress(content))
-    checksums = {name: hashlib.md5(data).hexdigest() for name, data in files.items()}
-    monkeypatch.setattr(datasets, "MNIST_CHECKSUMS", checksums)
+    return {name: hashlib.md5(data).hexdigest() for name, data in files.items()}
+
+
+@pytest.fixture
+def fake_mnist(tmp_path, monkeypatch):
+    """A folder of fake MNIST IDX files (240 training, 60 test images) that
+    ``load_mnist`` accepts."""
+    folder = tmp_path / "mnist"
+    monkeypatch.setattr(datasets, "MNIST_CHECKSUMS", write_fake_mnist(folder))
     return folder
 
 
 @pytest.fixture
-def bench(tmp_path, monkeypatch):
-    """``bench_mnist`` imported from benchmarks/, writing its results to a temporary
-    folder; ``bench.run(*args)`` runs its ``main`` with those command-line arguments."""
+def load_bench(tmp_path, monkeypatch):
+    """``load_bench(name)`` imports ``benchmarks/<name>.py`` writing its results to a
+    temporary folder (``module.results``); ``module.run_main(*args)`` runs its ``main``
+    with those command-line arguments."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    for name in ("_common", "bench_mnist"):
-        sys.modules.pop(name, None)
-    import _common
-    import bench_mnist
-
     results = tmp_path / "results"
-    monkeypatch.setattr(_common, "RESULTS", results)
-    monkeypatch.setattr(bench_mnist, "RESULTS", results)
+    loaded = ["_common"]
 
-    def run(*args):
-        monkeypatch.setattr(sys, "argv", ["bench_mnist.py", *map(str, args)])
-        bench_mnist.main()
+    def load(name):
+        for module in (*loaded, name):
+            sys.modules.pop(module, None)
+        loaded.append(name)
+        import _common
 
-    bench_mnist.run_main, bench_mnist.results = run, results
-    yield bench_mnist
-    for name in ("_common", "bench_mnist"):
-        sys.modules.pop(name, None)
+        module = importlib.import_module(name)
+        monkeypatch.setattr(_common, "RESULTS", results)
+        if hasattr(module, "RESULTS"):
+            monkeypatch.setattr(module, "RESULTS", results)
+
+        def run(*args):
+            monkeypatch.setattr(sys, "argv", [f"{name}.py", *map(str, args)])
+            module.main()
+
+        module.run_main, module.results = run, results
+        return module
+
+    yield load
+    for module in loaded:
+        sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def bench(load_bench):
+    """``bench_mnist``, see ``load_bench``."""
+    return load_bench("bench_mnist")
 
 
 SMALL = ["--epochs", 1, "--hidden", 8, 8, "--max-hidden", 16, 16, "--batch-size", 60,
@@ -106,3 +127,32 @@ def test_a_split_run_is_rebuilt_as_one(bench, fake_mnist):
     from _common import duration_text
 
     assert f"**Whole run: {duration_text(total)}**" in text
+
+
+def test_step_costs_benchmark(load_bench, tmp_path, monkeypatch):
+    # A training batch of 512 and a buffer of 1568 disjoint images: 2080 at least.
+    folder = tmp_path / "mnist"
+    monkeypatch.setattr(datasets, "MNIST_CHECKSUMS", write_fake_mnist(folder, 2080, 10))
+    bench = load_bench("bench_step_costs")
+    bench.run_main("--data-home", folder, "--rounds", 1, "--out", "sc")
+    df = pd.read_csv(bench.results / "sc.csv")
+    assert df["widths"].tolist() == ["784-85", "784-491", "390-90"]
+    # Layers at their maximum (784) are not evaluated.
+    assert df["watched_layers"].tolist() == [1, 1, 2]
+    assert (df[["step_ms", "exact_ms", "fast_step_ms"]] > 0).all().all()
+    # One round: each floor is its round's ratio.
+    np.testing.assert_allclose(df["exact_floor"], 1 + df["exact_ms"] / df["step_ms"])
+    np.testing.assert_allclose(df["fast_floor"], df["fast_step_ms"] / df["step_ms"])
+    assert "| 390-90" in (bench.results / "sc.md").read_text()
+
+
+def test_linalg_device_benchmark_measures_every_operation(load_bench):
+    bench = load_bench("bench_linalg_device")
+    rows = pd.DataFrame(bench.measure(12, rounds=2, device="cpu"))
+    assert rows["operation"].tolist() == list(bench.OPERATIONS)
+    assert (rows["width"] == 12).all()
+    assert (rows[["gpu_ms", "host_ms"]] > 0).all().all()
+    np.testing.assert_allclose(rows["gpu / host"], rows["gpu_ms"] / rows["host_ms"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="needs a CUDA device"):
+            bench.run_main("--rounds", 1)
