@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
+from skorch.callbacks import EarlyStopping
 
 from ._batches import BatchIterator
 from ._divergence import DivergenceGuard, check_finite_weights
@@ -206,6 +207,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             schedule_target=target,
             schedule_end=self.schedule_end,
         )
+        _check_callbacks(self.callbacks, getattr(trigger, "can_grow", True))
         growth = GrowthCallback(
             trigger,
             initializer,
@@ -274,10 +276,16 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _train(self, net, X, y, epochs):
-        # skorch's own partial_fit swallows KeyboardInterrupt and returns a half-trained
-        # net; running its loop directly lets an interrupt propagate (and be cleaned up).
+        # skorch's own partial_fit swallows every KeyboardInterrupt and returns a
+        # half-trained net. Running its loop directly lets an interrupt (Ctrl-C) propagate
+        # and be cleaned up; only skorch's EarlyStopping, which stops training by raising
+        # one, ends it normally.
         net.notify("on_train_begin", X=X, y=y)
-        net.fit_loop(X, y, epochs=epochs)
+        try:
+            net.fit_loop(X, y, epochs=epochs)
+        except KeyboardInterrupt:
+            if not _stopped_early(net):
+                raise
         net.notify("on_train_end", X=X, y=y)
         check_finite_weights(net.module_)
 
@@ -336,6 +344,26 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                     f"outside [{w}, {m}]."
                 )
         return target
+
+
+def _stopped_early(net):
+    """Whether an ``EarlyStopping`` callback of ``net`` ran out of patience (it raises
+    ``KeyboardInterrupt`` to stop the training loop)."""
+    return any(
+        isinstance(cb, EarlyStopping) and cb.misses_ >= cb.patience for _, cb in net.callbacks_
+    )
+
+
+def _check_callbacks(callbacks, can_grow):
+    for cb in callbacks or []:
+        cb = cb[1] if isinstance(cb, tuple) else cb
+        # Its state_dict of an earlier epoch does not fit a network that has grown since.
+        if isinstance(cb, EarlyStopping) and cb.load_best and can_grow:
+            raise ValueError(
+                "EarlyStopping(load_best=True) restores the weights of an earlier epoch, "
+                "which a growing network may have outgrown. Use load_best=False, or "
+                "strategy='static'."
+            )
 
 
 def _per_layer(value, name, initial):

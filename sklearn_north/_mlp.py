@@ -91,7 +91,11 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         Epochs per ``fit``; ``partial_fit`` trains one epoch.
     callbacks : list of skorch callbacks or None, default=None
         Extra skorch callbacks (e.g. ``skorch.callbacks.LRScheduler``); they see the same
-        optimizer before and after growth.
+        optimizer before and after growth. ``skorch.callbacks.EarlyStopping`` on
+        ``"train_loss"`` ends a fit normally (there is no validation split), but not with
+        ``load_best=True`` on a strategy that grows (``ValueError``: the best epoch's
+        weights may not fit the grown network). Any other ``KeyboardInterrupt`` aborts
+        the fit and leaves no fitted state.
     device : str, default="cpu"
         Torch device, e.g. ``"cuda"``. On a GPU the network, the sample buffer and the
         growth statistics live on the device; the metric's LDL^T factorisation runs on the

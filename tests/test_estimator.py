@@ -18,7 +18,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
-from skorch.callbacks import Callback, LRScheduler
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from torch.optim.lr_scheduler import StepLR
 
 from sklearn_north import GrowingMLPClassifier
@@ -575,6 +575,33 @@ def test_interrupted_fit_propagates_and_leaves_no_fitted_state(blobs, already_fi
     # The interrupt did not break the estimator: without the callback it fits again.
     clf.set_params(callbacks=None).fit(X, y)
     assert clf.n_iter_ == FAST["max_epochs"]
+
+
+def test_early_stopping_ends_a_fit_normally(small_digits):
+    X, y = small_digits
+    # A relative threshold no epoch can meet: patience runs out after epoch 1 + 2.
+    stop = EarlyStopping(monitor="train_loss", patience=2, threshold=0.99, threshold_mode="rel")
+    clf = GrowingMLPClassifier(**{**FAST, "max_epochs": 20}, callbacks=[stop]).fit(X, y)
+    check_is_fitted(clf)
+    assert clf.n_iter_ == 3 and len(clf.loss_curve_) == 3
+    assert clf.hidden_layer_sizes_ == clf.module_.hidden_layer_sizes
+    assert clf.score(X, y) > 0.8
+    # warm_start continues (the callback's patience starts over) and stops again.
+    clf.set_params(warm_start=True).fit(X, y)
+    assert clf.n_iter_ == 6
+
+
+@pytest.mark.parametrize("strategy, ok", [("north-select", False), ("static", True)])
+def test_early_stopping_load_best_only_without_growth(small_digits, strategy, ok):
+    X, y = small_digits
+    stop = EarlyStopping(monitor="train_loss", patience=2, load_best=True)
+    clf = GrowingMLPClassifier(**{**FAST, "strategy": strategy}, callbacks=[("stop", stop)])
+    if ok:
+        check_is_fitted(clf.fit(X, y))
+    else:
+        with pytest.raises(ValueError, match="load_best=True"):
+            clf.fit(X, y)
+        assert_not_fitted(clf)
 
 
 # -- reproducibility and randomness ---------------------------------------------------------
