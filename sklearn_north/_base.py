@@ -14,9 +14,10 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
 from skorch.callbacks import EarlyStopping
+from skorch.utils import to_tensor
 
 from ._batches import BatchIterator
 from ._divergence import DivergenceGuard, check_finite_weights
@@ -81,7 +82,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
 
     # -- public API ---------------------------------------------------------------------
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the network, growing it as the strategy decides.
 
         With ``warm_start=True`` and a fitted estimator, training (and growth) continues
@@ -91,6 +92,10 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights: each mini-batch's loss is the weighted mean of its
+            samples' losses, so gradients (and the gradient triggers) see them. The
+            activation statistics (the sample buffer) are taken on the inputs unweighted.
 
         Returns
         -------
@@ -98,10 +103,10 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         """
         if self.warm_start and hasattr(self, "net_"):
             self._validate_params()
-            return self._continue(X, y, self.max_epochs)
-        return self._guarded(self._fit_new, X, y, self.max_epochs, None)
+            return self._continue(X, y, self.max_epochs, sample_weight)
+        return self._guarded(self._fit_new, X, y, self.max_epochs, None, sample_weight)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train (and grow) for one epoch on ``X, y``, continuing from the current network.
 
         Parameters
@@ -110,6 +115,8 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         y : array-like of shape (n_samples,)
         classes : array-like of shape (n_classes,), default=None
             All classes that can appear in ``y``. Required on the first call.
+        sample_weight : array-like of shape (n_samples,), default=None
+            See ``fit``.
 
         Returns
         -------
@@ -118,8 +125,8 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "net_"):
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
-            return self._guarded(self._fit_new, X, y, 1, classes)
-        return self._continue(X, y, 1)
+            return self._guarded(self._fit_new, X, y, 1, classes, sample_weight)
+        return self._continue(X, y, 1, sample_weight)
 
     def predict_proba(self, X):
         """Class probabilities, columns ordered as ``classes_``.
@@ -176,12 +183,13 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 self.__dict__.pop(name, None)
             raise
 
-    def _fit_new(self, X, y, epochs, classes):
+    def _fit_new(self, X, y, epochs, classes, sample_weight=None):
         # Starting over: the previous model is gone even if validation fails.
         for name in _FITTED_ATTRIBUTES:
             self.__dict__.pop(name, None)
         self._validate_params()
         X, y = self._validate_Xy(X, y, reset=True)
+        sample_weight = _validate_sample_weight(sample_weight, X)
         encoder = LabelEncoder().fit(y if classes is None else np.asarray(classes))
         if len(encoder.classes_) < 2:
             raise ValueError(
@@ -222,7 +230,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         optimizer = OPTIMIZERS.get(self.optimizer, self.optimizer)
         optimizer_kwargs = {f"optimizer__{k}": v for k, v in (self.optimizer_params or {}).items()}
         module_kwargs = {f"module__{k}": v for k, v in module_kwargs.items()}
-        net = NeuralNetClassifier(
+        net = _GrowingNet(
             module,
             criterion=torch.nn.CrossEntropyLoss,
             optimizer=optimizer,
@@ -250,23 +258,24 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         )
         with self._seeded(0):
             net.initialize()
-            self._train(net, X, encoder.transform(y), epochs)
+            self._train(net, X, _targets(encoder.transform(y), sample_weight), epochs)
         self.classes_ = encoder.classes_
         self.net_ = net
         self._set_fitted_attributes()
         return self
 
-    def _continue(self, X, y, epochs):
+    def _continue(self, X, y, epochs, sample_weight=None):
         # Input rejected here leaves the model as it was (nothing was touched yet); a
         # failure during training removes it.
         X, y = self._validate_Xy(X, y, reset=False)
+        sample_weight = _validate_sample_weight(sample_weight, X)
         unknown = np.setdiff1d(y, self.classes_)
         if unknown.size:
             raise ValueError(
                 f"y contains labels {unknown} that were not seen in the first fit "
                 f"(classes_ = {self.classes_})."
             )
-        y_enc = np.searchsorted(self.classes_, y)
+        y_enc = _targets(np.searchsorted(self.classes_, y), sample_weight)
         return self._guarded(self._train_more, X, y_enc, epochs)
 
     def _train_more(self, X, y_enc, epochs):
@@ -344,6 +353,34 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                     f"outside [{w}, {m}]."
                 )
         return target
+
+
+class _GrowingNet(NeuralNetClassifier):
+    """skorch's classifier, taking ``(label, sample weight)`` rows as targets too."""
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        if y_true.ndim != 2:
+            return super().get_loss(y_pred, y_true, X=X, training=training)
+        # Weighted mean over the batch (as scikit-learn's MLP); a batch of zero total
+        # weight contributes nothing.
+        y_true = to_tensor(y_true, device=self.device)
+        labels, weights = y_true[:, 0].long(), y_true[:, 1].to(y_pred.dtype)
+        losses = torch.nn.functional.cross_entropy(y_pred, labels, reduction="none")
+        return (weights * losses).sum() / weights.sum().clamp_min(torch.finfo(y_pred.dtype).tiny)
+
+
+def _validate_sample_weight(sample_weight, X):
+    if sample_weight is None:
+        return None
+    # Also rejects NaN, a wrong shape and all-zero weights.
+    return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+
+
+def _targets(y_enc, sample_weight):
+    """What the net trains on: the encoded labels, or ``(label, weight)`` rows."""
+    if sample_weight is None:
+        return y_enc
+    return np.column_stack([y_enc.astype(np.float64), sample_weight])
 
 
 def _stopped_early(net):

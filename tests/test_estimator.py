@@ -380,6 +380,87 @@ def test_warm_start_continues_training_and_growth(small_digits):
     np.testing.assert_array_equal(cold.predict_proba(X), first)
 
 
+# -- sample weights ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["static", "north-select", "gradmax"])
+def test_uniform_sample_weights_change_nothing(small_digits, strategy):
+    X, y = small_digits
+    params = {**FAST, "strategy": strategy}
+    plain = GrowingMLPClassifier(**params).fit(X, y)
+    for value in (1.0, 7.0):
+        weighted = GrowingMLPClassifier(**params).fit(X, y, sample_weight=np.full(len(y), value))
+        assert weighted.hidden_layer_sizes_ == plain.hidden_layer_sizes_
+        np.testing.assert_allclose(weighted.predict_proba(X), plain.predict_proba(X), atol=1e-6)
+
+
+def test_zero_weight_samples_are_not_learned(small_digits):
+    X, y = small_digits
+    weight = np.where(y == 2, 0.0, 1.0)
+    plain = GrowingMLPClassifier(**FAST).fit(X, y)
+    weighted = GrowingMLPClassifier(**FAST).fit(X, y, sample_weight=weight)
+    # Class 2 is known (classes_) but nothing pulls the network towards it.
+    assert list(weighted.classes_) == list(range(10))
+    assert plain.predict_proba(X)[:, 2].mean() > 0.05
+    assert weighted.predict_proba(X)[:, 2].mean() < 0.01
+
+
+def test_weighted_loss_is_the_weighted_batch_mean(grown):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 4, generator=g)
+    labels = torch.tensor([0, 1, 2, 3, 1, 0])
+    weights = torch.tensor([0.0, 1.0, 2.0, 0.5, 3.0, 1.0])
+    losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    targets = torch.stack([labels.double(), weights.double()], dim=1)
+    loss = grown.net_.get_loss(logits, targets)
+    torch.testing.assert_close(loss, (weights * losses).sum() / weights.sum())
+    # Without weights: skorch's mean; a batch of zero total weight contributes nothing.
+    torch.testing.assert_close(grown.net_.get_loss(logits, labels), losses.mean())
+    zero = grown.net_.get_loss(logits, torch.stack([labels.double(), 0 * weights.double()], 1))
+    assert zero.item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "weight, match",
+    [
+        ("negative", "Negative"),
+        ("short", "shape"),
+        ("zeros", "non-zero"),
+        ("nan", "NaN"),
+    ],
+)
+def test_invalid_sample_weight_is_rejected(blobs, weight, match):
+    X, y = blobs
+    w = {
+        "negative": np.r_[-1.0, np.ones(len(y) - 1)],
+        "short": np.ones(len(y) - 1),
+        "zeros": np.zeros(len(y)),
+        "nan": np.r_[np.nan, np.ones(len(y) - 1)],
+    }[weight]
+    clf = GrowingMLPClassifier(**FAST)
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, y, sample_weight=w)
+    assert_not_fitted(clf)
+    # Continuing: rejected before anything is touched, the model stays as it was.
+    clf = GrowingMLPClassifier(**FAST, warm_start=True).fit(X, y)
+    before = clf.predict_proba(X)
+    with pytest.raises(ValueError, match=match):
+        clf.partial_fit(X, y, sample_weight=w)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+def test_sample_weight_when_continuing_and_in_a_pipeline(blobs):
+    X, y = blobs
+    w = np.linspace(0.5, 2.0, len(y))
+    clf = GrowingMLPClassifier(**FAST).partial_fit(X, y, classes=[0, 1, 2], sample_weight=w)
+    clf.partial_fit(X, y, sample_weight=w)
+    clf.set_params(warm_start=True).fit(X, y, sample_weight=w)
+    assert clf.n_iter_ == 2 + FAST["max_epochs"]
+    pipe = make_pipeline(StandardScaler(), GrowingMLPClassifier(**FAST))
+    pipe.fit(X, y, growingmlpclassifier__sample_weight=w)
+    assert pipe.score(X, y) > 0.8
+
+
 # -- errors ---------------------------------------------------------------------------------
 
 
