@@ -4,6 +4,7 @@ The public estimators (``_mlp.py``) only say which network to build. Everything 
 scikit-learn glue around the growth engine in ``growth/``.
 """
 
+import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -43,7 +44,13 @@ _FITTED_ATTRIBUTES = (
     "loss_curve_",
     "n_iter_",
     "_seed",
+    "_built_with",
 )
+
+#: Parameters a continuing fit (``warm_start``, ``partial_fit``) applies as they are now;
+#: every other one built the network, its growth strategy or its training, and may not
+#: change between fits of the same network.
+_CONTINUABLE_PARAMS = frozenset({"lr", "batch_size", "max_epochs", "verbose", "warm_start"})
 
 
 class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
@@ -102,7 +109,6 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         self : object
         """
         if self.warm_start and hasattr(self, "net_"):
-            self._validate_params()
             return self._continue(X, y, self.max_epochs, sample_weight)
         return self._guarded(self._fit_new, X, y, self.max_epochs, None, sample_weight)
 
@@ -188,6 +194,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         for name in _FITTED_ATTRIBUTES:
             self.__dict__.pop(name, None)
         self._validate_params()
+        built_with = self._params_snapshot()
         X, y = self._validate_Xy(X, y, reset=True)
         sample_weight = _validate_sample_weight(sample_weight, X)
         encoder = LabelEncoder().fit(y if classes is None else np.asarray(classes))
@@ -261,12 +268,15 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             self._train(net, X, _targets(encoder.transform(y), sample_weight), epochs)
         self.classes_ = encoder.classes_
         self.net_ = net
+        self._built_with = built_with
         self._set_fitted_attributes()
         return self
 
     def _continue(self, X, y, epochs, sample_weight=None):
         # Input rejected here leaves the model as it was (nothing was touched yet); a
         # failure during training removes it.
+        self._validate_params()
+        self._check_unchanged_params()
         X, y = self._validate_Xy(X, y, reset=False)
         sample_weight = _validate_sample_weight(sample_weight, X)
         unknown = np.setdiff1d(y, self.classes_)
@@ -279,6 +289,14 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         return self._guarded(self._train_more, X, y_enc, epochs)
 
     def _train_more(self, X, y_enc, epochs):
+        # lr and batch_size as they are now (an LRScheduler's lr is left alone unless lr
+        # itself was changed).
+        if self.lr != self._built_with["lr"]:
+            for group in self.net_.optimizer_.param_groups:
+                group["lr"] = self.lr
+            self.net_.lr = self.lr
+        self.net_.batch_size = self.batch_size
+        self._built_with.update(lr=self.lr, batch_size=self.batch_size)
         with self._seeded(self.n_iter_):
             self._train(self.net_, X, y_enc, epochs)
         self._set_fitted_attributes()
@@ -297,6 +315,30 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 raise
         net.notify("on_train_end", X=X, y=y)
         check_finite_weights(net.module_)
+
+    def _params_snapshot(self):
+        """The parameters a continuing fit may not change, as they are now."""
+        params = self.get_params(deep=False)
+        # Copies of containers: a list or dict changed in place is a change too.
+        return {
+            name: copy.copy(value) if isinstance(value, list | dict) else value
+            for name, value in params.items()
+        }
+
+    def _check_unchanged_params(self):
+        now = self._params_snapshot()
+        changed = [
+            name
+            for name, value in self._built_with.items()
+            if name not in _CONTINUABLE_PARAMS and not _same_param(value, now[name])
+        ]
+        if changed:
+            raise ValueError(
+                f"Parameters {changed} changed since the network was built; a continuing "
+                f"fit (warm_start=True or partial_fit) keeps training that network and "
+                f"can only take new values of {sorted(_CONTINUABLE_PARAMS)}. Set them "
+                "back, or fit with warm_start=False to build a new network."
+            )
 
     def _seeded(self, offset):
         return _TorchSeed(self._seed + offset, self.device)
@@ -381,6 +423,19 @@ def _targets(y_enc, sample_weight):
     if sample_weight is None:
         return y_enc
     return np.column_stack([y_enc.astype(np.float64), sample_weight])
+
+
+def _same_param(a, b):
+    """Whether two values of a parameter are the same: sequences element by element
+    (``(64, 64)`` and ``[64, 64]`` are), objects such as callbacks by identity or ``==``."""
+    if a is b:
+        return True
+    if isinstance(a, list | tuple | np.ndarray) and isinstance(b, list | tuple | np.ndarray):
+        return len(a) == len(b) and all(_same_param(x, y) for x, y in zip(a, b))
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 def _stopped_early(net):

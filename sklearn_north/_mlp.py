@@ -103,7 +103,9 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         only (CUDA kernels may reduce in a different order from run to run).
     warm_start : bool, default=False
         If True, ``fit`` on a fitted estimator continues training and growing the current
-        network instead of starting over.
+        network instead of starting over. A continuing fit (``partial_fit`` too) takes
+        new values of ``lr``, ``batch_size``, ``max_epochs`` and ``verbose``; any other
+        parameter changed since the network was built is a ``ValueError``.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and candidate generation. The same seed
         gives the same widths and predictions on CPU.

@@ -88,6 +88,10 @@ def _fitted_names(est):
     return sorted(k for k in vars(est) if k.endswith("_") and not k.startswith("__"))
 
 
+def growth_of(clf):
+    return dict(clf.net_.callbacks_)["growth"]
+
+
 def assert_not_fitted(est):
     with pytest.raises(NotFittedError):
         check_is_fitted(est)
@@ -378,6 +382,58 @@ def test_warm_start_continues_training_and_growth(small_digits):
     assert cold.n_iter_ == 1
     assert cold.hidden_layer_sizes_ == widths
     np.testing.assert_array_equal(cold.predict_proba(X), first)
+
+
+@pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
+def test_continuing_fit_takes_the_new_lr_and_batch_size(blobs, how):
+    X, y = blobs  # 150 samples
+    clf = GrowingMLPClassifier(**FAST, warm_start=True).fit(X, y)
+    steps = growth_of(clf).step_
+    clf.set_params(lr=1e-3, batch_size=50)
+    clf.partial_fit(X, y) if how == "partial_fit" else clf.fit(X, y)
+    epochs = 1 if how == "partial_fit" else FAST["max_epochs"]
+    assert growth_of(clf).step_ - steps == 3 * epochs  # batches of 50
+    assert [g["lr"] for g in clf.net_.optimizer_.param_groups] == [1e-3]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"strategy": "static"},
+        {"hidden_layer_sizes": (4, 4)},
+        {"max_hidden_layer_sizes": 12},
+        {"gamma": 0.5},
+        {"activation": "tanh"},
+        {"optimizer": "sgd"},
+        {"optimizer_params": {"weight_decay": 0.1}},
+        {"buffer_size": 500, "activation_source": "training"},
+        {"callbacks": [EarlyStopping(monitor="train_loss")]},
+        {"random_state": 1},
+    ],
+)
+def test_continuing_fit_rejects_a_changed_network_or_strategy(blobs, params):
+    X, y = blobs
+    clf = GrowingMLPClassifier(**FAST, warm_start=True).fit(X, y)
+    net, before = clf.net_, clf.predict_proba(X)
+    clf.set_params(**params)
+    for continuing in (lambda: clf.fit(X, y), lambda: clf.partial_fit(X, y)):
+        with pytest.raises(ValueError, match="changed since the network was built") as error:
+            continuing()
+        assert all(repr(name) in str(error.value) for name in params)
+    # Rejected before anything was touched.
+    assert clf.net_ is net and clf.n_iter_ == FAST["max_epochs"]
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+    # warm_start=False builds a new network with the new parameters.
+    clf.set_params(warm_start=False).fit(X, y)
+    assert clf.net_ is not net
+
+
+def test_equal_values_of_a_parameter_are_no_change(blobs):
+    X, y = blobs
+    clf = GrowingMLPClassifier(**FAST, warm_start=True).fit(X, y)
+    clf.set_params(hidden_layer_sizes=[8, 8]).fit(X, y)
+    clf.set_params(hidden_layer_sizes=np.array([8, 8])).partial_fit(X, y)
+    assert clf.n_iter_ == 2 * FAST["max_epochs"] + 1
 
 
 # -- sample weights ------------------------------------------------------------------------
