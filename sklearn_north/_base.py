@@ -296,6 +296,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 group["lr"] = self.lr
             self.net_.lr = self.lr
         self.net_.batch_size = self.batch_size
+        self.net_.verbose = int(self.verbose)
         self._built_with.update(lr=self.lr, batch_size=self.batch_size)
         with self._seeded(self.n_iter_):
             self._train(self.net_, X, y_enc, epochs)

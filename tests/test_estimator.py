@@ -6,6 +6,7 @@ the network only has to train a few epochs on small data.
 """
 
 import pickle
+import re
 
 import numpy as np
 import pandas as pd
@@ -394,6 +395,15 @@ def test_continuing_fit_takes_the_new_lr_and_batch_size(blobs, how):
     epochs = 1 if how == "partial_fit" else FAST["max_epochs"]
     assert growth_of(clf).step_ - steps == 3 * epochs  # batches of 50
     assert [g["lr"] for g in clf.net_.optimizer_.param_groups] == [1e-3]
+
+
+def test_continuing_fit_takes_the_new_verbosity(blobs, capsys):
+    X, y = blobs
+    clf = GrowingMLPClassifier(**FAST, warm_start=True).fit(X, y)
+    assert capsys.readouterr().out == ""
+    clf.set_params(verbose=1).partial_fit(X, y)
+    # skorch's log line of epoch 4, with the widths column.
+    assert re.search(r"^ +4 .* 8-8 ", capsys.readouterr().out, re.MULTILINE)
 
 
 @pytest.mark.parametrize(
