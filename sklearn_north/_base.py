@@ -13,7 +13,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from skorch import NeuralNetClassifier
@@ -178,6 +178,17 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # -- fitting ------------------------------------------------------------------------
+
+    def _validate_params(self):
+        super()._validate_params()
+        # What _parameter_constraints cannot say: a class must be a torch optimizer.
+        optimizer = self.optimizer
+        if isinstance(optimizer, type) and not issubclass(optimizer, torch.optim.Optimizer):
+            raise InvalidParameterError(
+                f"The 'optimizer' parameter of {type(self).__name__} must be a str among "
+                f"{sorted(OPTIMIZERS)} or a subclass of torch.optim.Optimizer. Got "
+                f"{optimizer!r} instead."
+            )
 
     def _guarded(self, method, *args):
         # A fit that raises (or is interrupted) must not leave a fitted-looking estimator:

@@ -573,6 +573,7 @@ def test_single_class_is_rejected(blobs):
         ({"activation": "softmax"}, "activation"),
         ({"device": "not-a-device"}, "device"),
         ({"trigger_rounding": "nearest"}, "trigger_rounding"),
+        ({"optimizer": int}, "subclass of torch.optim.Optimizer"),
         # north-select measures activations: 8 samples cannot show 80 independent neurons.
         ({"buffer_size": 8}, "buffer_size=8 must be larger"),
     ],
