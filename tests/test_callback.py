@@ -5,6 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from skorch import NeuralNetClassifier
 
 from sklearn_north.growth import (
     EVENT_COLUMNS,
@@ -182,6 +183,19 @@ def test_static_network_does_nothing(data, make_growth_net):
     cb = growth_of(net)
     assert cb.events_ == [] and cb.buffer_ is None
     assert net.module_.hidden_layer_sizes == (3, 3)
+
+
+def test_a_module_that_cannot_grow_is_a_clear_error(data):
+    X, y = data
+    module = torch.nn.Sequential(
+        torch.nn.Linear(N_FEATURES, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)
+    )
+    net = NeuralNetClassifier(
+        module, criterion=torch.nn.CrossEntropyLoss, max_epochs=1, train_split=None,
+        callbacks=[("growth", GrowthCallback(ActivationTrigger(), RandomInit()))], verbose=0,
+    )  # fmt: skip
+    with pytest.raises(TypeError, match=r"needs a growable module.*got Sequential"):
+        net.fit(X, y)
 
 
 def test_growing_trigger_needs_an_initializer():

@@ -149,6 +149,12 @@ class GrowthCallback(Callback):
         if not self._can_grow():
             return
         module = net.module_
+        if not (hasattr(module, "growth_sites") and hasattr(module, "site_activations")):
+            raise TypeError(
+                "GrowthCallback needs a growable module, with growth_sites() and "
+                "site_activations(X) (e.g. sklearn_north.nn.GrowableMLP); got "
+                f"{type(module).__name__}."
+            )
         sites = module.growth_sites()
         if self._uses_gradients():
             # Hooks keep the step's inputs and output gradients; removed at train end.
