@@ -300,15 +300,14 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         return self._guarded(self._train_more, X, y_enc, epochs)
 
     def _train_more(self, X, y_enc, epochs):
-        # lr and batch_size as they are now (an LRScheduler's lr is left alone unless lr
-        # itself was changed).
-        if self.lr != self._built_with["lr"]:
+        # lr, batch_size and verbose as they are now (an LRScheduler's lr is left alone
+        # unless lr itself was changed: the net keeps the lr it was last given).
+        if self.lr != self.net_.lr:
             for group in self.net_.optimizer_.param_groups:
                 group["lr"] = self.lr
             self.net_.lr = self.lr
         self.net_.batch_size = self.batch_size
         self.net_.verbose = int(self.verbose)
-        self._built_with.update(lr=self.lr, batch_size=self.batch_size)
         with self._seeded(self.n_iter_):
             self._train(self.net_, X, y_enc, epochs)
         self._set_fitted_attributes()

@@ -20,6 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import Callback, EarlyStopping, LRScheduler
+from test_custom_strategies import growth_of
 from torch.optim.lr_scheduler import StepLR
 
 from sklearn_north import GrowingMLPClassifier
@@ -87,10 +88,6 @@ def grown(digits):
 
 def _fitted_names(est):
     return sorted(k for k in vars(est) if k.endswith("_") and not k.startswith("__"))
-
-
-def growth_of(clf):
-    return dict(clf.net_.callbacks_)["growth"]
 
 
 def assert_not_fitted(est):
