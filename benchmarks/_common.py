@@ -48,10 +48,14 @@ from sklearn_north.growth import (
     SelectInit,
 )
 from sklearn_north.growth.initializers import INVERSE_CUTOFFS
+from sklearn_north.growth.triggers import GRADIENT_NORMS, GRADIENT_REDUCTIONS, ROUNDINGS
 
 RESULTS = Path(__file__).parent / "results"
 #: The MNIST copy beside the repository (``../shared/data/mnist``), where there is one.
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+
+#: The orthogonality triggers' rounding the estimator uses by default.
+DEFAULT_ROUNDING = GrowingMLPClassifier().trigger_rounding
 
 #: Every strategy of the registry that can grow, in the paper's order.
 DYNAMIC_STRATEGIES = [name for name in REGISTRY if name != "static"]
@@ -67,21 +71,31 @@ def default_data_home():
 
 
 def add_gradient_options(parser):
-    """``--grad-norms`` and ``--grad-scale``: the threshold of the gradient trigger;
-    ``--rounding``: the orthogonality triggers' rounding (estimator ``trigger_rounding``);
-    ``--pre-inverse``: ``PreActivationInit``'s ``inverse_cutoff`` for ``north-pre``."""
+    """``--grad-norms``, ``--grad-scale`` and ``--grad-reduction``: the threshold of the
+    gradient trigger (default: ``GradientTrigger``'s); ``--rounding``: the orthogonality
+    triggers' rounding (estimator ``trigger_rounding``); ``--pre-inverse``:
+    ``PreActivationInit``'s ``inverse_cutoff`` for ``north-pre``."""
+    grad = GradientTrigger().get_params()
     parser.add_argument(
         "--grad-norms",
-        choices=["gradients", "updates"],
-        default="gradients",
-        help="T_grad threshold from gradient norms (paper) or optimizer-step norms (reference)",
+        choices=list(GRADIENT_NORMS),
+        default=grad["norms"],
+        help="T_grad threshold from gradient norms (paper) or optimizer-step norms "
+        f"(reference) (default: {grad['norms']})",
     )
-    parser.add_argument("--grad-scale", type=float, default=1.0)
+    parser.add_argument("--grad-scale", type=float, default=grad["scale"])
+    parser.add_argument(
+        "--grad-reduction",
+        choices=list(GRADIENT_REDUCTIONS),
+        default=grad["reduction"],
+        help=f"T_grad threshold: sum or mean over the neurons (default: {grad['reduction']})",
+    )
     parser.add_argument(
         "--rounding",
-        choices=["paper", "reference"],
-        default="paper",
-        help="T_act/T_weight rounding: eq. 3 (paper) or the authors' code (reference)",
+        choices=list(ROUNDINGS),
+        default=DEFAULT_ROUNDING,
+        help="T_act/T_weight rounding: floor the threshold count (the authors' code) or the "
+        f"difference (eq. 3) (default: {DEFAULT_ROUNDING})",
     )
     parser.add_argument(
         "--pre-inverse",
@@ -112,32 +126,46 @@ class LeastOrthogonalSelect(SelectInit):
     _keep_most_orthogonal = False
 
 
-def least_orthogonal_select(gamma=0.97, rounding="paper"):
+def least_orthogonal_select(gamma=0.97, rounding=None):
     """``north-select`` with the reference code's candidate order (a custom pair)."""
+    rounding = rounding or DEFAULT_ROUNDING
     return (ActivationTrigger(gamma=gamma, rounding=rounding), LeastOrthogonalSelect())
 
 
+def _gradient_threshold(args):
+    """``GradientTrigger`` parameters given by ``args`` that differ from its defaults."""
+    given = {
+        "norms": getattr(args, "grad_norms", None),
+        "scale": getattr(args, "grad_scale", None),
+        "reduction": getattr(args, "grad_reduction", None),
+    }
+    defaults = GradientTrigger().get_params()
+    return {k: v for k, v in given.items() if v is not None and v != defaults[k]}
+
+
 def build_strategy(name, args):
-    """The named strategy, or for a gradient strategy with ``--grad-norms updates`` the
-    reference code's threshold (norms of the optimizer step, ``--grad-scale``).
+    """The named strategy, or a custom pair where ``args`` change what the estimator's
+    parameters cannot: a gradient threshold other than ``GradientTrigger``'s default,
+    north-pre's ``--pre-inverse``.
 
     Returns ``(strategy, label)``: the estimator's ``strategy`` and the name to report.
     """
     trigger, init = REGISTRY[name]
+    rounding = getattr(args, "rounding", DEFAULT_ROUNDING)
     if init == "preactivation" and getattr(args, "pre_inverse", "pinv") != "pinv":
-        rounding = getattr(args, "rounding", "paper")
         pair = (
             ActivationTrigger(rounding=rounding),
             PreActivationInit(inverse_cutoff=args.pre_inverse),
         )
-        extra = "" if rounding == "paper" else f", {rounding} rounding"
+        extra = "" if rounding == DEFAULT_ROUNDING else f", {rounding}"
         return pair, f"{name} ({args.pre_inverse} inverse{extra})"
-    if trigger in ("activation", "weight") and getattr(args, "rounding", "paper") != "paper":
-        return name, f"{name} ({args.rounding} rounding)"  # the estimator's trigger_rounding
-    if trigger != "gradient" or (args.grad_norms == "gradients" and args.grad_scale == 1.0):
+    if trigger in ("activation", "weight") and rounding != DEFAULT_ROUNDING:
+        return name, f"{name} ({rounding})"  # the estimator's trigger_rounding
+    threshold = _gradient_threshold(args)
+    if trigger != "gradient" or not threshold:
         return name, name
-    label = f"{name} ({args.grad_norms}, x{args.grad_scale})"
-    pair = (GradientTrigger(scale=args.grad_scale, norms=args.grad_norms), INITIALIZERS[init]())
+    label = f"{name} ({', '.join(f'{k}={v}' for k, v in threshold.items())})"
+    pair = (GradientTrigger(**threshold), INITIALIZERS[init]())
     return pair, label
 
 

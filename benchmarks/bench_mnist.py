@@ -97,15 +97,17 @@ def load_data(args):
 
 
 #: How a dynamic strategy is run besides its name (``--variants``):
-#: ``exact``: the package's defaults, the paper's formulas (and ``--rounding``,
-#: ``--grad-norms``, ``--grad-scale``, ``--activation-source`` as given);
+#: ``exact``: the package's defaults (and ``--rounding``, ``--grad-norms``,
+#: ``--grad-scale``, ``--grad-reduction``, ``--activation-source`` as given);
 #: ``fast``: activations kept from the training forward (``activation_source="training"``),
 #: only for strategies that read activations;
-#: ``reference``: the authors' code's trigger arithmetic (``trigger_rounding="reference"``;
-#: gradient threshold from the optimizer step's norms, halved);
+#: ``literal``: the printed equations (eq. 3's ``trigger_rounding="floor_difference"``;
+#: eq. 6's threshold, the sum of the gradient norms);
+#: ``reference``: the authors' code's trigger arithmetic (``"floor_threshold"``; gradient
+#: threshold from the optimizer step's norms, halved);
 #: ``least-orthogonal``: ``north-select`` keeping the least orthogonal candidates, as the
 #: reference code's dense path does (a mistake, measured for the explanation only).
-VARIANTS = ("exact", "fast", "reference", "least-orthogonal")
+VARIANTS = ("exact", "fast", "literal", "reference", "least-orthogonal")
 READS_ACTIVATIONS = ("north-select", "north-pre", "north-random")
 
 
@@ -114,8 +116,12 @@ def variant_args(args, variant):
     out = argparse.Namespace(**vars(args))
     if variant == "fast":
         out.activation_source = "training"
+    elif variant == "literal":
+        out.rounding = "floor_difference"
+        out.grad_norms, out.grad_scale, out.grad_reduction = "gradients", 1.0, "sum"
     elif variant == "reference":
-        out.rounding, out.grad_norms, out.grad_scale = "reference", "updates", 0.5
+        out.rounding = "floor_threshold"
+        out.grad_norms, out.grad_scale, out.grad_reduction = "updates", 0.5, "sum"
     return out
 
 
@@ -168,7 +174,7 @@ def run(name, seed, args, data, variant="exact"):
             label = f"{name} (fast)" if label == name else f"{label[:-1]}, fast)"
         if variant == "least-orthogonal":
             strategy = least_orthogonal_select(rounding=args.rounding)
-            label = f"{name} (least orthogonal kept, {args.rounding} rounding)"
+            label = f"{name} (least orthogonal kept, {args.rounding})"
         clf = GrowingMLPClassifier(
             strategy=strategy,
             hidden_layer_sizes=args.hidden,
@@ -443,8 +449,9 @@ def main():
         nargs="+",
         default=["exact"],
         choices=VARIANTS,
-        help="exact (default), fast (activations from the training forward), reference "
-        "(the authors' code's trigger arithmetic)",
+        help="exact (the package's defaults), fast (activations from the training forward), "
+        "literal (the printed eq. 3 and 6), reference (the authors' code's trigger "
+        "arithmetic), least-orthogonal",
     )
     p.add_argument(
         "--report-only",

@@ -24,6 +24,7 @@ from ._batches import BatchIterator
 from ._divergence import DivergenceGuard, check_finite_weights
 from .growth import EVENT_COLUMNS, SCHEDULES, STRATEGIES, GrowthCallback, make_strategy
 from .growth.callback import EVENT_DTYPES
+from .growth.triggers import ROUNDINGS
 
 #: Optimizer name -> torch optimizer class.
 OPTIMIZERS = {
@@ -69,7 +70,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             None,
         ],
         "gamma": [Interval(Real, 0, 1, closed="right"), None],
-        "trigger_rounding": [StrOptions({"paper", "reference"})],
+        "trigger_rounding": [StrOptions(set(ROUNDINGS))],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_candidates": [Interval(Integral, 1, None, closed="left")],
         "trigger_interval": [Interval(Integral, 1, None, closed="left")],

@@ -55,12 +55,14 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         by the gradient trigger of gradmax/firefly/nest. Applies to named strategies only
         (a custom pair's objects keep their own parameters), as do ``epsilon`` and
         ``n_candidates``.
-    trigger_rounding : {"paper", "reference"}, default="paper"
-        How T_act and T_weight round: ``"paper"``, eq. (3),
-        ``floor(M * (phi - gamma * phi_0))``; ``"reference"``, the authors' code,
-        ``rank - floor(M * gamma * phi_0)``, one neuron more whenever
-        ``M * gamma * phi_0`` is not an integer (full-rank layers then keep growing; the
-        paper's toy-data and NORTH-Weight results need it). Named strategies only.
+    trigger_rounding : {"floor_threshold", "floor_difference"}, default="floor_threshold"
+        How many neurons T_act and T_weight add. ``"floor_threshold"`` (the authors' code,
+        which produced the paper's figures): ``rank - floor(M * gamma * phi_0)``, so a
+        layer grows whenever its metric ``phi = rank / M`` is above ``gamma * phi_0``.
+        ``"floor_difference"`` (the printed eq. 3): ``floor(M * (phi - gamma * phi_0))``,
+        one neuron fewer whenever ``M * gamma * phi_0`` is not an integer; a full-rank
+        layer narrower than ``1 / (1 - gamma)`` then never grows (e.g. 64 neurons at
+        gamma 0.99). Named strategies only.
     epsilon : float, default=0.01
         Singular values (of normalised activations or weights) above ``epsilon`` count
         towards the effective dimension.
@@ -156,7 +158,7 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         schedule_target=None,
         schedule_end=0.75,
         gamma=None,
-        trigger_rounding="paper",
+        trigger_rounding="floor_threshold",
         epsilon=0.01,
         n_candidates=1000,
         trigger_interval=1,

@@ -118,7 +118,7 @@ def test_fast_mode_estimator(data, strategy):
         strategy=strategy,
         hidden_layer_sizes=(4, 4),
         max_hidden_layer_sizes=(24, 24),
-        trigger_rounding="reference",
+        trigger_rounding="floor_threshold",
         batch_size=32,
         max_epochs=3,
         random_state=0,

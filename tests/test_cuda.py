@@ -55,7 +55,7 @@ def test_every_strategy_grows_on_cuda(digits, name, activation_source):
     clf = GrowingMLPClassifier(
         strategy=strategy_that_grows(name),
         activation_source=activation_source,
-        trigger_rounding="reference",
+        trigger_rounding="floor_threshold",
         device="cuda",
         **GROWS,
     ).fit(X, y)
@@ -139,7 +139,7 @@ def test_activation_trigger_decides_the_same_on_cuda(make_mlp):
     for device in ("cpu", "cuda"):
         m = module.to(device)
         context = GrowthContext(m, buffer.to(device))
-        trigger = ActivationTrigger(gamma=0.97, rounding="reference")
+        trigger = ActivationTrigger(gamma=0.97, rounding="floor_threshold")
         trigger.initialize(m.growth_sites(), context)
         # A later evaluation on other samples (the initial one sets the baseline).
         context = GrowthContext(m, 3 * buffer.to(device) - 1)

@@ -400,7 +400,8 @@ def test_continuing_fit_takes_the_new_verbosity(blobs, capsys):
     assert capsys.readouterr().out == ""
     clf.set_params(verbose=1).partial_fit(X, y)
     # skorch's log line of epoch 4, with the widths column.
-    assert re.search(r"^ +4 .* 8-8 ", capsys.readouterr().out, re.MULTILINE)
+    widths = "-".join(map(str, clf.hidden_layer_sizes_))
+    assert re.search(rf"^ +4 .* {widths} ", capsys.readouterr().out, re.MULTILINE)
 
 
 @pytest.mark.parametrize(
@@ -849,13 +850,14 @@ def test_fit_does_not_modify_the_callbacks_parameter(blobs):
     assert sched_b.optimizer is other.net_.optimizer_
 
 
-def test_reference_rounding_lets_a_full_rank_layer_grow(small_digits):
+def test_default_rounding_lets_a_full_rank_layer_grow(small_digits):
     # From 16 full-rank neurons eq. 3 gives floor(16 * 0.01) = 0 for the weight trigger;
-    # the reference code's rounding gives 16 - floor(15.84) = 1 while the rank allows it.
+    # the default (the reference code's rounding) gives 16 - floor(15.84) = 1 while the
+    # rank allows it.
     X, y = small_digits
     params = dict(strategy="north-weight", hidden_layer_sizes=(16, 16), max_epochs=2,
                   random_state=0)  # fmt: skip
-    paper = GrowingMLPClassifier(**params).fit(X, y)
-    reference = GrowingMLPClassifier(trigger_rounding="reference", **params).fit(X, y)
-    assert paper.hidden_layer_sizes_ == (16, 16)
-    assert all(w > 16 for w in reference.hidden_layer_sizes_)
+    eq3 = GrowingMLPClassifier(trigger_rounding="floor_difference", **params).fit(X, y)
+    default = GrowingMLPClassifier(**params).fit(X, y)
+    assert eq3.hidden_layer_sizes_ == (16, 16)
+    assert all(w > 16 for w in default.hidden_layer_sizes_)

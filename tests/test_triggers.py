@@ -65,11 +65,15 @@ class FakeContext:
         return gram(self.post[index])
 
 
-def expected_count(gamma, rank0, width0, rank, width):
-    """max(0, floor(M (phi - gamma phi0))) in exact arithmetic (gamma read as a decimal)."""
+def expected_count(gamma, rank0, width0, rank, width, rounding="floor_threshold"):
+    """The trigger's count in exact arithmetic (gamma read as a decimal):
+    ``max(0, rank - floor(M gamma phi0))`` (the default) or eq. 3's
+    ``max(0, floor(M (phi - gamma phi0)))``."""
     phi0 = Fraction(rank0, width0)
-    phi = Fraction(rank, width)
-    return max(0, math.floor(width * (phi - Fraction(str(gamma)) * phi0)))
+    threshold = width * Fraction(str(gamma)) * phi0
+    if rounding == "floor_threshold":
+        return max(0, rank - math.floor(threshold))
+    return max(0, math.floor(rank - threshold))
 
 
 def evaluate_activation(trigger, width0, rank0, width, rank, seed=0):
@@ -87,51 +91,57 @@ EVALUATORS = {
     "weight": (WeightTrigger, evaluate_weight),
 }
 
-# (gamma, width0, rank0, width, rank, expected); hand-checked, boundary cases included.
+# (gamma, width0, rank0, width, rank, floor_threshold, floor_difference); hand-checked,
+# boundary cases included.
 CASES = [
-    (0.75, 10, 8, 10, 6, 0),  # phi == gamma phi0 = 0.6 exactly -> 0
-    (0.75, 10, 8, 10, 7, 1),  # floor(10 (0.7 - 0.6)) = 1, although 0.7 - 0.6 < 0.1 in floats
-    (0.75, 10, 8, 10, 5, 0),  # below the threshold
-    (0.75, 10, 8, 10, 10, 4),
-    (0.5, 4, 4, 12, 6, 0),  # phi == threshold after growth (width changed)
-    (0.5, 4, 4, 12, 7, 1),
-    (0.5, 4, 4, 12, 12, 6),
-    (0.97, 10, 10, 10, 10, 0),  # floor(0.3)
-    (0.97, 10, 10, 40, 40, 1),  # floor(1.2)
-    (0.97, 10, 10, 40, 39, 0),
-    (0.9, 10, 5, 12, 9, 3),  # floor(9 - 12 * 0.45) = floor(3.6)
-    (0.9, 20, 9, 40, 18, 1),  # floor(18 - 16.2)
-    (0.99, 8, 0, 8, 3, 3),  # zero baseline: every counted direction triggers
-    (1.0, 10, 10, 20, 19, 0),
+    (0.75, 10, 8, 10, 6, 0, 0),  # phi == gamma phi0 = 0.6 exactly -> 0
+    (0.75, 10, 8, 10, 7, 1, 1),  # 0.7 - 0.6 < 0.1 in floats; exactly 1
+    (0.75, 10, 8, 10, 5, 0, 0),  # below the threshold
+    (0.75, 10, 8, 10, 10, 4, 4),
+    (0.5, 4, 4, 12, 6, 0, 0),  # phi == threshold after growth (width changed)
+    (0.5, 4, 4, 12, 7, 1, 1),
+    (0.5, 4, 4, 12, 12, 6, 6),
+    (0.97, 10, 10, 10, 10, 1, 0),  # 10 - floor(9.7); floor(0.3)
+    (0.97, 10, 10, 40, 40, 2, 1),  # 40 - floor(38.8); floor(1.2)
+    (0.97, 10, 10, 40, 39, 1, 0),  # 39 - 38; floor(0.2)
+    (0.9, 10, 5, 12, 9, 4, 3),  # 9 - floor(5.4); floor(9 - 5.4)
+    (0.9, 20, 9, 40, 18, 2, 1),  # 18 - floor(16.2); floor(1.8)
+    (0.99, 8, 0, 8, 3, 3, 3),  # zero baseline: every counted direction triggers
+    (1.0, 10, 10, 20, 19, 0, 0),
 ]
 
 
 @pytest.mark.parametrize("kind", list(EVALUATORS))
-@pytest.mark.parametrize(("gamma", "width0", "rank0", "width", "rank", "expected"), CASES)
-def test_trigger_count_on_known_ranks(kind, gamma, width0, rank0, width, rank, expected):
+@pytest.mark.parametrize(
+    ("gamma", "width0", "rank0", "width", "rank", "threshold", "difference"), CASES
+)
+def test_trigger_count_on_known_ranks(
+    kind, gamma, width0, rank0, width, rank, threshold, difference
+):
     cls, evaluate = EVALUATORS[kind]
     if kind == "weight" and max(rank0, rank) > FAN_IN:
         pytest.skip("weight rank is bounded by the fan-in")
-    assert expected == expected_count(gamma, rank0, width0, rank, width)
-    trigger = cls(gamma=gamma)
-    decision = evaluate(trigger, width0, rank0, width, rank)
-    assert decision.n_neurons == expected
-    if expected_count(gamma, rank0, width0, width, width) > 0:
-        assert decision.metric == pytest.approx(rank / width)
-    else:  # not even a full-rank layer would fire: the rank is not computed
-        assert math.isnan(decision.metric)
-    assert decision.threshold == pytest.approx(gamma * rank0 / width0)
-    assert trigger.baselines_ == {0: pytest.approx(rank0 / width0)}
+    for rounding, expected in (("floor_threshold", threshold), ("floor_difference", difference)):
+        assert expected == expected_count(gamma, rank0, width0, rank, width, rounding)
+        trigger = cls(gamma=gamma, rounding=rounding)
+        decision = evaluate(trigger, width0, rank0, width, rank)
+        assert decision.n_neurons == expected, rounding
+        if rounding == "floor_threshold":  # fires exactly when phi > gamma phi0
+            assert (expected > 0) == (
+                Fraction(rank, width) > Fraction(str(gamma)) * Fraction(rank0, width0)
+            )
+        assert decision.threshold == pytest.approx(gamma * rank0 / width0)
+    assert cls().rounding == "floor_threshold"  # the default
 
 
 @pytest.mark.parametrize("kind", list(EVALUATORS))
 @pytest.mark.parametrize(
     ("rounding", "baseline", "gamma", "computed"),
     [
-        ("paper", "init", 0.99, False),  # floor(10 - 10 * 0.99) = 0 even at full rank
-        ("paper", "init", 0.8, True),  # floor(10 - 8) = 2: the rank decides
-        ("reference", "init", 0.99, True),  # 10 - floor(9.9) = 1
-        ("paper", "running_max", 0.99, True),  # the baseline needs every metric
+        ("floor_difference", "init", 0.99, False),  # floor(10 - 9.9) = 0 even at full rank
+        ("floor_difference", "init", 0.8, True),  # floor(10 - 8) = 2: the rank decides
+        ("floor_threshold", "init", 0.99, True),  # 10 - floor(9.9) = 1
+        ("floor_difference", "running_max", 0.99, True),  # the baseline needs every metric
     ],
 )
 def test_rank_is_computed_only_where_it_can_change_the_decision(
@@ -144,7 +154,7 @@ def test_rank_is_computed_only_where_it_can_change_the_decision(
     trigger._rank = lambda *args: calls.append(1) or rank_of(*args)
     decision = evaluate(trigger, 10, 10, 10, 10)
     assert len(calls) == 1 + computed  # initialize() always measures the baseline
-    assert decision.n_neurons == (1 if rounding == "reference" else 0) + (gamma == 0.8) * 2
+    assert decision.n_neurons == (1 if rounding == "floor_threshold" else 0) + (gamma == 0.8) * 2
     assert math.isnan(decision.metric) != computed
 
 
@@ -159,9 +169,11 @@ def test_trigger_count_matches_the_formula_on_random_cases(kind):
         rank0 = int(rng.integers(0, width0 + 1))
         width = int(rng.integers(width0, 40))
         rank = int(rng.integers(0, width + 1))
-        decision = evaluate(cls(gamma=gamma), width0, rank0, width, rank, seed=case)
-        expected = expected_count(gamma, rank0, width0, rank, width)
-        assert decision.n_neurons == expected, (gamma, width0, rank0, width, rank)
+        rounding = ("floor_threshold", "floor_difference")[case % 2]
+        trigger = cls(gamma=gamma, rounding=rounding)
+        decision = evaluate(trigger, width0, rank0, width, rank, seed=case)
+        expected = expected_count(gamma, rank0, width0, rank, width, rounding)
+        assert decision.n_neurons == expected, (rounding, gamma, width0, rank0, width, rank)
         n_fired += expected > 0
     assert 10 < n_fired < 50  # both outcomes were exercised
 
@@ -172,12 +184,12 @@ def test_running_max_baseline():
     assert trigger.baselines_[0] == pytest.approx(0.5)
 
     decision = trigger(0, site_of_width(10), FakeContext([(10, 10)]))
-    assert decision.n_neurons == 5  # floor(10 - 10 * 0.9 * 0.5) with the old baseline
+    assert decision.n_neurons == 6  # 10 - floor(10 * 0.9 * 0.5) with the old baseline
     assert trigger.baselines_[0] == pytest.approx(1.0)  # max(0.5, 1.0): the metric seen
 
     decision = trigger(0, site_of_width(10), FakeContext([(10, 8)]))
     assert decision.threshold == pytest.approx(0.9)  # gamma * max(phi_0, phi_1)
-    assert decision.n_neurons == 0  # the init baseline would give floor(8 - 4.5) = 3
+    assert decision.n_neurons == 0  # the init baseline would give 8 - floor(4.5) = 4
     assert trigger.baselines_[0] == pytest.approx(1.0)  # never lowered
 
     decision = trigger(0, site_of_width(10), FakeContext([(10, 2)]))
@@ -188,7 +200,7 @@ def test_running_max_baseline():
     fixed = ActivationTrigger(gamma=0.9, baseline="init")
     fixed.initialize([site_of_width(10)], FakeContext([(10, 5)]))
     fixed(0, site_of_width(10), FakeContext([(10, 10)]))
-    assert fixed(0, site_of_width(10), FakeContext([(10, 8)])).n_neurons == 3
+    assert fixed(0, site_of_width(10), FakeContext([(10, 8)])).n_neurons == 4
     assert fixed.baselines_[0] == pytest.approx(0.5)
 
 
@@ -200,7 +212,7 @@ def test_invalid_baseline():
 def test_uninitialised_site_uses_its_first_metric_as_baseline():
     trigger = ActivationTrigger(gamma=0.5).reset()
     decision = trigger(0, site_of_width(10), FakeContext([(10, 7)]))
-    assert decision.n_neurons == 3  # floor(7 - 10 * 0.5 * 0.7)
+    assert decision.n_neurons == 4  # 7 - floor(10 * 0.5 * 0.7)
     assert trigger.baselines_[0] == pytest.approx(0.7)
 
 
@@ -247,14 +259,14 @@ def test_activation_trigger_on_a_real_network(make_mlp, method):
         rank = round(activation_metric(post) * width)
         decision = trigger(index, site, context)
         assert decision.metric == pytest.approx(rank / width)
-        expected = max(0, math.floor(width * (rank / width - 0.8 * phi0[index]) + 1e-9))
+        expected = max(0, rank - math.floor(width * 0.8 * phi0[index] + 1e-9))
         assert decision.n_neurons == expected
         counts.append(expected)
     assert counts[0] > 0
 
 
 @pytest.mark.parametrize(
-    "gamma, width, rank0, rank, paper, reference",
+    "gamma, width, rank0, rank, difference, threshold",
     [
         (0.97, 4, 4, 4, 0, 1),  # floor(4 - 3.88) = 0; 4 - floor(3.88) = 1
         (0.99, 64, 64, 64, 0, 1),  # floor(64 - 63.36) = 0; 64 - 63 = 1
@@ -263,14 +275,16 @@ def test_activation_trigger_on_a_real_network(make_mlp, method):
         (0.9, 10, 5, 3, 0, 0),  # below the threshold: both 0
     ],
 )
-def test_reference_rounding_floors_the_threshold_first(gamma, width, rank0, rank, paper, reference):
-    assert reference == max(0, rank - math.floor(float(Fraction(str(gamma)) * rank0)))
+def test_default_rounding_floors_the_threshold_first(
+    gamma, width, rank0, rank, difference, threshold
+):
+    assert threshold == max(0, rank - math.floor(float(Fraction(str(gamma)) * rank0)))
     kinds = [(ActivationTrigger, evaluate_activation)]
     if width <= FAN_IN:  # a weight matrix's rank is bounded by its fan-in
         kinds.append((WeightTrigger, evaluate_weight))
     for Trigger, evaluate in kinds:
-        assert evaluate(Trigger(gamma=gamma), width, rank0, width, rank).n_neurons == paper
-        decision = evaluate(Trigger(gamma=gamma, rounding="reference"), width, rank0, width, rank)
-        assert decision.n_neurons == reference
+        assert evaluate(Trigger(gamma=gamma), width, rank0, width, rank).n_neurons == threshold
+        eq3 = Trigger(gamma=gamma, rounding="floor_difference")
+        assert evaluate(eq3, width, rank0, width, rank).n_neurons == difference
         with pytest.raises(ValueError, match="rounding"):
             evaluate(Trigger(rounding="nearest"), width, rank0, width, rank)

@@ -49,7 +49,7 @@ def make_strategy(
     n_candidates : int or None
         Override the number of candidates of initializers that select among candidates.
         Named strategies only.
-    rounding : {"paper", "reference"} or None
+    rounding : {"floor_threshold", "floor_difference"} or None
         Override the rounding of the orthogonality triggers (T_act, T_weight; see
         ``triggers.ActivationTrigger``). Named strategies only; ignored by triggers
         without it.

@@ -33,10 +33,17 @@ gives the optional members, and ``get_params``/``set_params`` (``ParamsMixin``: 
 objects without ``get_params`` are deep-copied by ``clone``. Estimators are pickled with
 their triggers: define the class at module level. Preset schedules are in ``schedules``.
 
-``T_act(l)    = max(0, floor(M_l * (phi_a(f, l) - gamma_a * phi_a(f_0, l))))``
-``T_weight(l)`` is the same with the weight metric. (The paper prints ``min``; that is a
-typo, with ``min`` nothing could grow.) ``phi(f_0, l)`` is the *baseline*, measured on the
-network at initialisation. For CNNs a running maximum baseline is offered.
+``T_act(l) = max(0, rank_l - floor(M_l * gamma_a * phi_a(f_0, l)))`` by default: the layer
+grows whenever its metric ``phi_a(f, l) = rank_l / M_l`` is above the threshold
+``gamma_a * phi_a(f_0, l)``, by as many neurons as its rank exceeds the floored threshold
+count. This is the authors' code's arithmetic, which produced the paper's figures
+(``rounding="floor_threshold"``). The printed eq. 3, ``max(0, floor(M_l * (phi_a(f, l) -
+gamma_a * phi_a(f_0, l))))`` (``rounding="floor_difference"``), is 0 for a full-rank layer
+narrower than ``1 / (1 - gamma)`` (33 neurons at gamma 0.97, 100 at 0.99), so from the
+paper's initial widths it barely grows. ``T_weight(l)`` is the same with the weight metric.
+(The paper prints ``min``; that is a typo, with ``min`` nothing could grow.)
+``phi(f_0, l)`` is the *baseline*, measured on the network at initialisation; a running
+maximum baseline (the CNN default to come, with gamma 0.9) is ``baseline="running_max"``.
 
 ``T_grad(l)`` (eq. 6) counts the singular values of the auxiliary gradient ``G`` above the
 sum of the existing neurons' gradient norms (``GradientTrigger``).
@@ -54,6 +61,8 @@ from ._params import ParamsMixin
 BASELINES = ("init", "running_max")
 #: ``GradientTrigger``'s ``norms`` values.
 GRADIENT_NORMS = ("gradients", "updates")
+#: ``GradientTrigger``'s ``reduction`` values: over the layer's neurons.
+GRADIENT_REDUCTIONS = ("sum", "mean")
 
 
 @dataclass
@@ -105,7 +114,9 @@ class Never(Trigger):
         return TriggerDecision(0)
 
 
-ROUNDINGS = ("paper", "reference")
+#: ``rounding`` values of the orthogonality triggers: floor the threshold count (the
+#: authors' code, the default) or floor the difference (the printed eq. 3).
+ROUNDINGS = ("floor_threshold", "floor_difference")
 
 
 def _check_options(trigger, **options):
@@ -117,14 +128,17 @@ def _check_options(trigger, **options):
 
 
 class _OrthogonalityTrigger(Trigger):
-    """``max(0, floor(M * (phi - gamma * baseline)))`` for an effective-dimension ``phi``.
+    """``rank - floor(M * gamma * baseline)`` (or eq. 3's ``floor(M * (phi - gamma *
+    baseline))``), at least 0, for an effective-dimension ``phi = rank / M``.
 
-    Where not even a full-rank layer would fire (eq. 3 rounding, ``init`` baseline,
-    ``M * (1 - gamma * phi_0) < 1``), the rank is not computed: the decision is 0 and its
-    ``metric`` is ``nan``.
+    Where not even a full-rank layer would fire (``init`` baseline and a threshold count
+    of ``M`` or more), the rank is not computed: the decision is 0 and its ``metric`` is
+    ``nan``.
     """
 
-    def __init__(self, gamma, epsilon=0.01, baseline="init", method="ldl", rounding="paper"):
+    def __init__(
+        self, gamma, epsilon=0.01, baseline="init", method="ldl", rounding="floor_threshold"
+    ):
         self.gamma = gamma
         self.epsilon = epsilon
         self.baseline = baseline
@@ -149,8 +163,8 @@ class _OrthogonalityTrigger(Trigger):
         if self.baseline == "init" and index in baselines:
             threshold = self.gamma * baselines[index]
             # Not even a full-rank layer (rank M) would fire: no rank can change the
-            # decision, so none is computed (the metric is reported as nan). With eq. 3
-            # and gamma * phi_0 > 1 - 1/M, e.g. NORTH-Weight's 64-wide layers.
+            # decision, so none is computed (the metric is reported as nan). E.g. eq. 3
+            # with gamma * phi_0 > 1 - 1/M, NORTH-Weight's 64-wide layers.
             if self._n_neurons(width, width, threshold) == 0:
                 return TriggerDecision(0, float("nan"), threshold)
         rank = self._rank(index, site, context)
@@ -165,10 +179,10 @@ class _OrthogonalityTrigger(Trigger):
     def _n_neurons(self, rank, width, threshold):
         # floor(M * (rank / M - threshold)) computed as rank - M * threshold: rank is an
         # exact integer, so "metric == threshold" cannot turn into -1 or +1 by rounding.
-        if self.rounding == "paper":
-            return max(0, math.floor(rank - width * threshold + 1e-9))
-        if self.rounding == "reference":
+        if self.rounding == "floor_threshold":
             return max(0, rank - math.floor(width * threshold + 1e-9))
+        if self.rounding == "floor_difference":
+            return max(0, math.floor(rank - width * threshold + 1e-9))
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}.")
 
 
@@ -188,18 +202,26 @@ class ActivationTrigger(_OrthogonalityTrigger):
         behaviour, for conv layers whose metric is near zero at initialisation).
     method : {"ldl", "eigh", "svd"}, default="ldl"
         How singular values are counted (see ``metrics.count_singular_values_above``).
-    rounding : {"paper", "reference"}, default="paper"
-        ``"paper"``: ``floor(M * (phi - gamma * phi_0))`` (eq. 3). ``"reference"``: the
-        authors' code, ``rank - floor(M * gamma * phi_0)``: the threshold is floored
-        first, which adds one more neuron whenever ``M * gamma * phi_0`` is not an
-        integer. With it a full-rank layer grows at every evaluation (e.g. from 4 neurons
-        at gamma 0.97, or from 64 at gamma 0.99, where eq. 3 gives 0), which is what the
-        paper's toy-data and NORTH-Weight results need.
+    rounding : {"floor_threshold", "floor_difference"}, default="floor_threshold"
+        How many neurons a firing adds. ``"floor_threshold"`` (the authors' code, which
+        produced the paper's figures): ``rank - floor(M * gamma * phi_0)``, positive
+        exactly when ``phi > gamma * phi_0``, so a layer grows whenever its metric is
+        above the threshold (a full-rank layer of any width grows). ``"floor_difference"``
+        (the printed eq. 3): ``floor(M * (phi - gamma * phi_0))``, one neuron fewer
+        whenever ``M * gamma * phi_0`` is not an integer; a full-rank layer narrower than
+        ``1 / (1 - gamma * phi_0)`` never grows (4 or 64 neurons at gamma 0.97 or 0.99).
     """
 
     needs_activations = True
 
-    def __init__(self, gamma=0.97, epsilon=0.01, baseline="init", method="ldl", rounding="paper"):
+    def __init__(
+        self,
+        gamma=0.97,
+        epsilon=0.01,
+        baseline="init",
+        method="ldl",
+        rounding="floor_threshold",
+    ):
         super().__init__(gamma, epsilon, baseline, method, rounding)
 
     def _rank(self, index, site, context):
@@ -217,12 +239,19 @@ class WeightTrigger(_OrthogonalityTrigger):
     Parameters are those of ``ActivationTrigger``, with ``gamma=0.99`` by default. The rank
     of a weight matrix is bounded by its fan-in ``d``, so growth stops once
     ``rank <= M * gamma * phi_0``: a weight-triggered layer grows to at most ``d / gamma``
-    neurons. With the default gamma, a layer that is full rank at initialisation and
-    narrower than 100 neurons can never grow (``floor(M * (1 - 0.99)) = 0``): start wider
-    or lower gamma.
+    neurons. (With ``rounding="floor_difference"`` and the default gamma, a layer that is
+    full rank at initialisation and narrower than 100 neurons can never grow:
+    ``floor(M * (1 - 0.99)) = 0``.)
     """
 
-    def __init__(self, gamma=0.99, epsilon=0.01, baseline="init", method="ldl", rounding="paper"):
+    def __init__(
+        self,
+        gamma=0.99,
+        epsilon=0.01,
+        baseline="init",
+        method="ldl",
+        rounding="floor_threshold",
+    ):
         super().__init__(gamma, epsilon, baseline, method, rounding)
 
     def _rank(self, index, site, context):
@@ -265,6 +294,9 @@ class GradientTrigger(Trigger):
         Flux's legacy ``update!``, whose Adam overwrites them in place with its step, so
         its threshold is the norm of the learning-rate-sized updates. This is why its
         gradient strategies grew on MNIST where the paper's threshold barely fires.
+    reduction : {"sum", "mean"}, default="sum"
+        Over the layer's neurons: the sum (eq. 6) or the mean (a new neuron must be able
+        to get a stronger gradient than an average existing one).
 
     Notes
     -----
@@ -281,11 +313,14 @@ class GradientTrigger(Trigger):
 
     needs_gradients = True
 
-    def __init__(self, scale=1.0, include_bias=True, method="ldl", norms="gradients"):
+    def __init__(
+        self, scale=1.0, include_bias=True, method="ldl", norms="gradients", reduction="sum"
+    ):
         self.scale = scale
         self.include_bias = include_bias
         self.method = method
         self.norms = norms
+        self.reduction = reduction
 
     @property
     def needs_updates(self):
@@ -293,16 +328,19 @@ class GradientTrigger(Trigger):
         return self.norms == "updates"
 
     def check_params(self):
-        _check_options(self, norms=GRADIENT_NORMS, method=metrics.METHODS)
+        _check_options(
+            self, norms=GRADIENT_NORMS, reduction=GRADIENT_REDUCTIONS, method=metrics.METHODS
+        )
 
     def threshold(self, grads):
-        """``scale * sum_m (||dL/dw_m^in|| + ||dL/dw_m^out||)`` for ``SiteGradients``."""
+        """``scale * sum_m (||dL/dw_m^in|| + ||dL/dw_m^out||)`` for ``SiteGradients``
+        (the mean over the neurons ``m`` with ``reduction="mean"``)."""
         self.check_params()
         updates = self.needs_updates
-        total = (
-            grads.fan_in_grad_norms(self.include_bias, updates=updates).sum()
-            + grads.fan_out_grad_norms(updates=updates).sum()
-        )
+        per_neuron = grads.fan_in_grad_norms(
+            self.include_bias, updates=updates
+        ) + grads.fan_out_grad_norms(updates=updates)
+        total = per_neuron.sum() if self.reduction == "sum" else per_neuron.mean()
         return self.scale * float(total)
 
     def __call__(self, index, site, context):
