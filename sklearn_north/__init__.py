@@ -4,10 +4,16 @@ Implements the NORTH* neurogenesis strategies of Maile et al. (2022), "When, whe
 to add new neurons to ANNs".
 """
 
-from . import datasets
+from . import datasets, exceptions
 from ._mlp import GrowingMLPClassifier
 from .growth import STRATEGIES
 
 __version__ = "0.1.0"
 
-__all__ = ["STRATEGIES", "GrowingMLPClassifier", "__version__", "datasets"]
+__all__ = [
+    "STRATEGIES",
+    "GrowingMLPClassifier",
+    "__version__",
+    "datasets",
+    "exceptions",
+]

@@ -5,6 +5,7 @@ scikit-learn glue around the growth engine in ``growth/``.
 """
 
 import copy
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -22,6 +23,7 @@ from skorch.utils import to_tensor
 
 from ._batches import BatchIterator
 from ._divergence import DivergenceGuard, check_finite_weights
+from .exceptions import GrowthCapacityWarning
 from .growth import EVENT_COLUMNS, SCHEDULES, STRATEGIES, GrowthCallback, make_strategy
 from .growth.callback import EVENT_DTYPES
 from .growth.triggers import ROUNDINGS
@@ -73,7 +75,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         "trigger_rounding": [StrOptions(set(ROUNDINGS))],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_candidates": [Interval(Integral, 1, None, closed="left")],
-        "trigger_interval": [Interval(Integral, 1, None, closed="left")],
+        "trigger_interval": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "buffer_size": [Interval(Integral, 2, None, closed="left"), None],
         "activation_source": [StrOptions({"buffer", "training"})],
         "optimizer": [StrOptions(set(OPTIMIZERS)), type],
@@ -235,6 +237,8 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             schedule_end=self.schedule_end,
         )
         _check_callbacks(self.callbacks, getattr(trigger, "can_grow", True))
+        if classes is None and getattr(trigger, "needs_activations", False):
+            _warn_small_training_set(len(X), maximum)
         growth = GrowthCallback(
             trigger,
             initializer,
@@ -468,6 +472,22 @@ def _check_callbacks(callbacks, can_grow):
                 "which a growing network may have outgrown. Use load_best=False, or "
                 "strategy='static'."
             )
+
+
+def _warn_small_training_set(n_samples, maximum):
+    # partial_fit is left out: its first batch need not be the whole training set.
+    bounded = [i for i, m in enumerate(maximum) if m >= n_samples]
+    if bounded:
+        warnings.warn(
+            f"The training set has {n_samples} samples, no more than the maximum width of "
+            f"hidden layer(s) {bounded} ({[maximum[i] for i in bounded]}). The activation "
+            f"metric of a layer counts at most as many directions as samples, so such a "
+            f"layer can grow to about {n_samples} neurons whatever the task: its width will "
+            f"follow the number of samples. Set max_hidden_layer_sizes below "
+            f"{n_samples} or train on more samples.",
+            GrowthCapacityWarning,
+            stacklevel=5,  # the user's call of fit
+        )
 
 
 def _per_layer(value, name, initial):

@@ -68,8 +68,13 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         towards the effective dimension.
     n_candidates : int, default=1000
         Candidate neurons scored per growth event by ``north-select`` and ``north-pre``.
-    trigger_interval : int, default=1
-        Evaluate the triggers every this many optimizer steps (1 = the paper).
+    trigger_interval : int or "auto", default="auto"
+        When the triggers are evaluated. An int: every this many optimizer steps (1 = the
+        paper's protocol). ``"auto"``: after every step while the network grows; after
+        an evaluation at which nothing grew the wait doubles, up to the steps the sample
+        buffer takes to renew (``buffer_size / batch_size``); growth resets it to 1.
+        Growing layers are watched as in the paper, quiet ones at a fraction of the cost
+        (see ``sklearn_north.growth.GrowthCallback``).
     buffer_size : int or None, default=None
         Recent training samples on which activations are measured. ``None``: twice the
         largest maximum width. Must be larger than every maximum width for the strategies
@@ -161,7 +166,7 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         trigger_rounding="floor_threshold",
         epsilon=0.01,
         n_candidates=1000,
-        trigger_interval=1,
+        trigger_interval="auto",
         buffer_size=None,
         activation_source="buffer",
         activation="relu",

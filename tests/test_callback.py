@@ -123,6 +123,80 @@ def test_trigger_interval(data, interval, make_growth_net):
     assert net.module_.hidden_layer_sizes == (3 + n_evaluations, 3 + n_evaluations)
 
 
+class ScriptedTrigger(Trigger):
+    """Reads statistics (so the adaptive schedule applies) and fires at given steps."""
+
+    needs_activations = True
+
+    def __init__(self, fire_at=()):
+        self.fire_at = fire_at
+
+    def reset(self):
+        super().reset()
+        self.steps_ = []
+        return self
+
+    def __call__(self, index, site, context):
+        if index == 0:
+            self.steps_.append(context.step)
+        return TriggerDecision(int(index == 0 and context.step in self.fire_at))
+
+
+def auto_schedule(n_steps, cap, fire_at):
+    """The evaluation steps of ``trigger_interval="auto"`` by its definition: the wait
+    starts at 1, doubles after an evaluation without growth (at most ``cap``) and is 1
+    again after one with growth."""
+    steps, step, wait = [], 1, 1
+    while step <= n_steps:
+        steps.append(step)
+        wait = 1 if step in fire_at else min(2 * wait, cap)
+        step += wait
+    return steps
+
+
+@pytest.mark.parametrize(
+    ("buffer_size", "fire_at"), [(64, ()), (64, (7, 8, 20)), (96, (3,)), (17, (5,))]
+)
+def test_auto_interval_backs_off_while_nothing_grows(data, make_growth_net, buffer_size, fire_at):
+    X, y = data
+    callback = GrowthCallback(
+        ScriptedTrigger(fire_at), RandomInit(), trigger_interval="auto", buffer_size=buffer_size
+    )
+    net = make_growth_net(callback, max_hidden=(None, None), max_epochs=4)
+    net.fit(X, y)
+    cb = growth_of(net)
+    cap = buffer_size // BATCH  # the steps in which the buffer is renewed
+    assert cb.interval_cap_ == max(1, cap)
+    n_steps = 4 * STEPS_PER_EPOCH
+    expected = auto_schedule(n_steps, max(1, cap), set(fire_at))
+    assert cb.trigger_.steps_ == expected
+    assert cb.evaluations_ == len(expected)
+    assert [e["step"] for e in cb.events_] == [s for s in fire_at if s in expected]
+    if not fire_at and cap > 1:
+        assert len(expected) < n_steps / 2  # the point: fewer evaluations
+
+
+def test_auto_interval_evaluates_schedules_every_step(data, make_growth_net):
+    X, y = data
+    # FixedTrigger reads no statistics: like a preset schedule it must see every step.
+    callback = GrowthCallback(
+        FixedTrigger(n=0), SelectInit(n_candidates=8), trigger_interval="auto"
+    )
+    net = make_growth_net(callback, max_epochs=1)
+    net.fit(X, y)
+    cb = growth_of(net)
+    assert cb.interval_cap_ == 1
+    assert cb.evaluations_ == STEPS_PER_EPOCH
+
+
+@pytest.mark.parametrize("interval", [0, -1, 2.5, "often", True])
+def test_invalid_trigger_interval(data, make_growth_net, interval):
+    X, y = data
+    net = make_growth_net(GrowthCallback(FixedTrigger(), RandomInit(), trigger_interval=interval))
+    with pytest.raises(ValueError, match="trigger_interval"):
+        net.fit(X, y)
+
+
 def test_buffer_holds_the_most_recent_inputs(data, make_growth_net):
     X, y = data
     # A trigger that never fires, but needs the sample buffer.

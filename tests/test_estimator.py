@@ -7,6 +7,7 @@ the network only has to train a few epochs on small data.
 
 import pickle
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from test_custom_strategies import growth_of
 from torch.optim.lr_scheduler import StepLR
 
 from sklearn_north import GrowingMLPClassifier
+from sklearn_north.exceptions import GrowthCapacityWarning
 from sklearn_north.growth import EVENT_COLUMNS, RandomInit, Trigger, TriggerDecision
 
 # Small, fast settings for data sets of a few hundred samples.
@@ -861,3 +863,38 @@ def test_default_rounding_lets_a_full_rank_layer_grow(small_digits):
     default = GrowingMLPClassifier(**params).fit(X, y)
     assert eq3.hidden_layer_sizes_ == (16, 16)
     assert all(w > 16 for w in default.hidden_layer_sizes_)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "max_width", "warns"),
+    [
+        ("north-select", 30, True),  # 30 samples, max width 30: bounded
+        ("north-random", (8, 40), True),
+        ("north-select", 29, False),  # more samples than neurons
+        ("north-weight", 30, False),  # the weight metric does not count samples
+        ("gradmax", 30, False),
+        ("static", 30, False),
+    ],
+)
+def test_fit_warns_when_the_training_set_bounds_the_activation_metric(
+    blobs, strategy, max_width, warns
+):
+    X, y = blobs[0][:30], blobs[1][:30]
+    clf = GrowingMLPClassifier(
+        strategy=strategy, hidden_layer_sizes=(4, 4), max_hidden_layer_sizes=max_width,
+        max_epochs=1, buffer_size=64, random_state=0,
+    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf.fit(X, y)
+    capacity = [w for w in caught if issubclass(w.category, GrowthCapacityWarning)]
+    assert len(capacity) == int(warns)
+    if warns:
+        message = str(capacity[0].message)
+        assert "30 samples" in message and "max_hidden_layer_sizes" in message
+        assert capacity[0].filename == __file__  # points at the user's call
+    # partial_fit's first batch is not the training set: never warned.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clone(clf).partial_fit(X, y, classes=np.unique(y))
+    assert not [w for w in caught if issubclass(w.category, GrowthCapacityWarning)]

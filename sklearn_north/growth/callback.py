@@ -1,12 +1,14 @@
 """The skorch callback that runs the paper's Algorithm 1.
 
-After every optimizer step (every ``trigger_interval`` steps), for each growth site: ask the
-trigger how many neurons to add, cap that at the site's remaining room, let the initializer
-build them, add them (optimizer state included) and record the event.
+After every optimizer step (every ``trigger_interval`` steps, or on the adaptive schedule of
+``trigger_interval="auto"``), for each growth site: ask the trigger how many neurons to add,
+cap that at the site's remaining room, let the initializer build them, add them (optimizer
+state included) and record the event.
 """
 
 import copy
 import math
+import numbers
 import time
 
 import numpy as np
@@ -35,6 +37,8 @@ EVENT_COLUMNS = tuple(EVENT_DTYPES)
 
 #: Where activation statistics come from (``activation_source``).
 ACTIVATION_SOURCES = ("buffer", "training")
+#: The adaptive evaluation schedule (``trigger_interval``).
+AUTO_INTERVAL = "auto"
 
 
 class GrowthCallback(Callback):
@@ -50,8 +54,16 @@ class GrowthCallback(Callback):
         with the trigger protocol (see ``triggers``) works.
     initializer : Initializer or None
         ``None`` only with a trigger that never grows. Copied at ``initialize``.
-    trigger_interval : int, default=1
-        Evaluate the triggers every this many optimizer steps (1 = the paper).
+    trigger_interval : int or "auto", default=1
+        Evaluate the triggers every this many optimizer steps (1 = the paper). ``"auto"``:
+        after every step while the network grows; after an evaluation at which nothing
+        grew, the wait before the next one doubles, up to the steps the sample buffer
+        takes to renew itself (``interval_cap_``: its capacity, or twice the largest
+        maximum width, over the batch size); the first growth resets it to 1. A layer
+        that grows is then watched as closely as by the paper's protocol, and a quiet
+        network costs one evaluation per buffer renewal instead of one per step. Triggers
+        that read no statistics (preset schedules, which follow a plan) are evaluated
+        after every step.
     buffer_size : int or None, default=None
         Samples kept for the activation statistics; ``None``: twice the largest maximum
         width. Must exceed every dense site's maximum width (the metric needs ``n > M``;
@@ -89,6 +101,10 @@ class GrowthCallback(Callback):
     timings_ : dict
         Seconds spent in ``"trigger"`` and ``"initializer"`` (including the statistics
         each gathered and the tensor surgery).
+    evaluations_ : int
+        Growth evaluations run (each asks every site's trigger once).
+    interval_cap_ : int
+        With ``trigger_interval="auto"``, the longest wait between evaluations.
     """
 
     def __init__(
@@ -119,6 +135,15 @@ class GrowthCallback(Callback):
                 f"activation_source must be one of {ACTIVATION_SOURCES}, got "
                 f"{self.activation_source!r}."
             )
+        interval = self.trigger_interval
+        if interval != AUTO_INTERVAL and not (
+            isinstance(interval, numbers.Integral)
+            and not isinstance(interval, bool)
+            and interval >= 1
+        ):
+            raise ValueError(
+                f"trigger_interval must be a positive int or {AUTO_INTERVAL!r}, got {interval!r}."
+            )
         if self.second_moment not in SECOND_MOMENT_MODES:
             raise ValueError(
                 f"second_moment must be one of {SECOND_MOMENT_MODES}, got {self.second_moment!r}."
@@ -139,6 +164,10 @@ class GrowthCallback(Callback):
         self.total_steps_ = None
         self.buffer_ = None
         self.timings_ = {"trigger": 0.0, "initializer": 0.0}
+        self.evaluations_ = 0
+        self.interval_cap_ = 1
+        self._wait = 1  # steps from one evaluation to the next
+        self._next_evaluation = 1
         self._generator = torch.Generator().manual_seed(_seed(self.random_state))
         self._started = False
         self._detach_recorder()
@@ -166,6 +195,7 @@ class GrowthCallback(Callback):
                 self._check_buffer_size(sites)
                 self.buffer_ = self._first_buffer(X, sites, net.device)
             self.total_steps_ = planned_steps(net, X, self.planned_epochs)
+            self.interval_cap_ = self._interval_cap(net, sites)
             context = self._context(module)
             # Baselines on the untrained network and the first buffer (phi(f_0, l)).
             if hasattr(self.trigger_, "initialize"):
@@ -190,7 +220,12 @@ class GrowthCallback(Callback):
         self.step_ += 1
         if self.buffer_ is not None and not self._records_activations():
             self.buffer_.extend(_as_tensor(batch[0], net.device))
-        if self.step_ % self.trigger_interval == 0:
+        if self.trigger_interval == AUTO_INTERVAL:
+            if self.step_ >= self._next_evaluation:
+                grew = self.grow(net)
+                self._wait = 1 if grew else min(2 * self._wait, self.interval_cap_)
+                self._next_evaluation = self.step_ + self._wait
+        elif self.step_ % self.trigger_interval == 0:
             self.grow(net)
 
     def on_epoch_end(self, net, **kwargs):
@@ -204,7 +239,10 @@ class GrowthCallback(Callback):
     # -- Algorithm 1 --------------------------------------------------------------------
 
     def grow(self, net):
-        """Evaluate every site's trigger once and grow where it fires."""
+        """Evaluate every site's trigger once and grow where it fires; return the number
+        of neurons added."""
+        self.evaluations_ += 1
+        added = 0
         module = net.module_
         # Sites refer to modules, not parameters: they stay valid while the sites grow.
         sites = module.growth_sites()
@@ -224,6 +262,7 @@ class GrowthCallback(Callback):
             new = self.initializer_(index, site, k, context, self._generator)
             add_neurons(site, new, optimizer=net.optimizer_, second_moment=self.second_moment)
             context.site_grew(index, new)
+            added += k
             self.timings_["initializer"] += time.perf_counter() - tic
             self.events_.append(
                 {
@@ -236,6 +275,7 @@ class GrowthCallback(Callback):
                     "threshold": float(decision.threshold),
                 }
             )
+        return added
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -264,6 +304,19 @@ class GrowthCallback(Callback):
         recorder = self.__dict__.pop("_recorder", None)
         if recorder is not None:
             recorder.detach()
+
+    def _interval_cap(self, net, sites):
+        """The longest wait of ``trigger_interval="auto"``: the steps in which the sample
+        buffer (its capacity, by default twice the largest maximum width) is renewed; 1
+        for triggers that read no statistics (a schedule must follow its plan)."""
+        reads = ("needs_activations", "needs_gradients")
+        if not any(getattr(self.trigger_, flag, False) for flag in reads):
+            return 1
+        capacity = self.buffer_size or 2 * max(s.max_width or s.width for s in sites)
+        batch_size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
+        if batch_size in (-1, None):
+            return 1
+        return max(1, capacity // int(batch_size))
 
     def _check_buffer_size(self, sites):
         # The activations of M dense neurons on n samples have rank <= n: with n <= M the
