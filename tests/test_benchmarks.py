@@ -1,7 +1,7 @@
 """The benchmark scripts on small fake IDX files the tests write: bench_mnist end to end
 (the runs it plans, the CSVs and summary it writes, a run split over processes with
-``--first-seed`` rebuilt with ``--report-only``), bench_step_costs' table and floors, and
-bench_linalg_device's measurements on the CPU.
+``--first-seed`` rebuilt with ``--report-only``), bench_step_costs' table and floors,
+bench_linalg_device's measurements on the CPU and bench_pre_scaling on tiny sizes.
 
 Results go to a temporary folder, never to ``benchmarks/results``.
 """
@@ -156,3 +156,20 @@ def test_linalg_device_benchmark_measures_every_operation(load_bench):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="needs a CUDA device"):
             bench.run_main("--rounds", 1)
+
+
+def test_pre_scaling_benchmark(load_bench):
+    bench = load_bench("bench_pre_scaling")
+    bench.run_main("--widths", 20, 80, 200, "--samples", 40, "--repeats", 2, "--candidates", 30,
+                   "--width", 6, "--full-gram-max", 80, "--out", "ps")  # fmt: skip
+    df = pd.read_csv(bench.results / "ps.csv")
+    assert df["d"].tolist() == [20, 80, 200] and (df["n"] == 40).all()
+    # The samples' Gram where n < d + 1; the features' Gram timed beside it up to d = 80.
+    assert df["path"].tolist() == ["features", "samples", "samples"]
+    assert df["full_gram_s"].notna().tolist() == [False, True, False]
+    assert (df[["pre_s", "select_s"]] > 0).all().all()
+    assert (df[["pre_events", "select_events"]] == 2).all().all()
+    np.testing.assert_allclose(df["pre / select"], df["pre_s"] / df["select_s"])
+    np.testing.assert_allclose(df["full_gram / pre"][1], df["full_gram_s"][1] / df["pre_s"][1])
+    assert (df["pre_max_cos"] < 1e-5).all() and df["full_gram_max_cos"][1] < 1e-5
+    assert "| samples" in (bench.results / "ps.md").read_text()

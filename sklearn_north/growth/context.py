@@ -143,6 +143,7 @@ class GrowthContext:
         self._activations = None
         self._grams = {}
         self._input_grams = {}
+        self._sample_grams = {}
 
     def activations(self, index):
         """``SiteActivations`` of site ``index`` with the current weights (or, in fast
@@ -193,6 +194,22 @@ class GrowthContext:
             )
         return self._input_grams[index]
 
+    def input_sample_gram(self, index):
+        """Float64 Gram matrix ``X X^T`` (n x n) of the samples of site ``index``'s inputs
+        ``X`` (one row per buffered sample, flattened).
+
+        The sample-space counterpart of ``input_gram`` for inputs with more columns than
+        samples: ``[X, 1][X, 1]^T``, this plus one in every entry, has the same non-zero
+        eigenvalues as ``input_gram``. Its cost grows linearly with the input's width,
+        ``input_gram``'s quadratically.
+        """
+        if index not in self._sample_grams:
+            X = self.activations(index).inputs
+            # The Gram of X^T's columns; metrics.gram converts a block of input columns to
+            # float64 at a time, never the whole (n, fan_in) matrix.
+            self._sample_grams[index] = metrics.gram(X.reshape(X.shape[0], -1).T)
+        return self._sample_grams[index]
+
     def gradients(self, index):
         """``SiteGradients`` of site ``index`` on the last training mini-batch.
 
@@ -209,6 +226,7 @@ class GrowthContext:
         self._activations = None
         self._grams = {}
         self._input_grams = {}
+        self._sample_grams = {}
 
     def site_grew(self, index, new):
         """Call after ``new`` (``NewNeurons``) were added to site ``index``: forgets the

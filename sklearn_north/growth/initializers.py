@@ -164,23 +164,31 @@ class _ResidualScorer:
         return residual2.clamp_min(0).sqrt()
 
 
-def _select_most_orthogonal(index, site, k, context, fan_in, bias, largest=True):
-    """Keep the k candidates whose post-activations are most orthogonal to the site's
-    (``largest=False``: the least orthogonal, see ``SelectInit._keep_most_orthogonal``)."""
+def _most_orthogonal(index, site, k, context, pre_blocks, largest=True):
+    """Indices of the k candidates whose post-activations are most orthogonal to the
+    site's (``largest=False``: the least orthogonal, see
+    ``SelectInit._keep_most_orthogonal``). ``pre_blocks`` yields the candidates'
+    pre-activations on the buffer, blocks of (n, chunk) in order, in the site's dtype."""
     acts = context.activations(index)
-    fan_in = _to_site(site, fan_in)
-    bias = _to_site(site, bias)
     n = acts.post.shape[0]
     scorer = _ResidualScorer(acts.post, context.epsilon * math.sqrt(n), context.post_gram(index))
+    scores = torch.cat([scorer(site.activation(z)) for z in pre_blocks])
+    return torch.topk(scores, k, largest=largest).indices
+
+
+def _select_most_orthogonal(index, site, k, context, fan_in, bias, largest=True):
+    """Keep the k candidates whose post-activations are most orthogonal to the site's
+    (see ``_most_orthogonal``)."""
+    inputs = context.activations(index).inputs
+    fan_in = _to_site(site, fan_in)
+    bias = _to_site(site, bias)
     flat = fan_in.reshape(fan_in.shape[0], -1)
     # Blocks of candidates: the (n, K) activations are never held at once.
-    scores = torch.cat(
-        [
-            scorer(site.activation(torch.addmm(b, acts.inputs, w.T)))
-            for w, b in zip(flat.split(CANDIDATE_CHUNK), bias.split(CANDIDATE_CHUNK))
-        ]
+    blocks = (
+        torch.addmm(b, inputs, w.T)
+        for w, b in zip(flat.split(CANDIDATE_CHUNK), bias.split(CANDIDATE_CHUNK))
     )
-    chosen = torch.topk(scores, k, largest=largest).indices
+    chosen = _most_orthogonal(index, site, k, context, blocks, largest)
     return NewNeurons(fan_in=fan_in[chosen], bias=bias[chosen])
 
 
@@ -236,9 +244,26 @@ class PreActivationInit(Initializer):
     ``w = pinv([H_{l-1}; 1]^T) V' a``: ``V'`` spans the kernel of the existing
     pre-activations ``Z_l`` over the buffered samples, ``a`` is Gaussian. The bias is part
     of the solve (the paper's ``W_l`` includes it), so a candidate's pre-activation is
-    exactly orthogonal to every existing one on the buffer. The kernel is sampled in the
-    eigenbasis of the input's Gram matrix, so nothing of size ``n x n`` is formed. The
-    candidates are then scored and selected as in ``SelectInit``.
+    exactly orthogonal to every existing one on the buffer. The candidates are then scored
+    and selected as in ``SelectInit``.
+
+    The kernel is sampled in the eigenbasis of the smaller of the two Gram matrices of the
+    augmented input ``A = [H_{l-1}^T, 1]`` (n samples, ``fan_in + 1`` columns), which
+    have the same non-zero eigenvalues (the squared singular values of ``A``):
+
+    - ``n >= fan_in + 1`` (the usual case): ``A^T A`` (``context.input_gram``), its
+      eigenvectors the right singular vectors ``V``; nothing of size ``n x n`` is formed.
+    - ``n < fan_in + 1`` (inputs wider than the buffer, e.g. a first layer on many
+      features): ``A A^T`` (``context.input_sample_gram``), its eigenvectors the left
+      singular vectors ``U``, and ``V = A^T U / sv``. A candidate is then a combination of
+      the samples, ``w = A^T c``: its pre-activations on the buffer are ``A A^T c`` and
+      its fan-in norm ``sqrt(c^T H_{l-1}^T H_{l-1} c)``, so candidates are scored without
+      their weights, and only the ``k`` kept ones are formed. Nothing of size
+      ``fan_in^2`` or ``n_candidates x fan_in`` is formed: the cost grows linearly with
+      ``fan_in``.
+
+    Both keep the same directions (see ``inverse_cutoff``) and draw the candidates from
+    the same distribution (the draws differ with the singular vectors' arbitrary signs).
 
     When the existing pre-activations already span everything the input can produce (a
     layer at least as wide as its input's rank), no orthogonal pre-activation exists and
@@ -261,10 +286,16 @@ class PreActivationInit(Initializer):
         accuracy 0.977): 1e-6: 147-81 (0.976); 1e-5: 193-85 (0.978); Julia's ``pinv``
         default for Float32 (``eps * min(n, fan_in + 1)``), 9.4e-5: 366-76 (0.980);
         ``"pinv"``: 422-94 (0.981); ``"epsilon"``: 784-91 (0.981). Over 5 seeds in exact
-        mode ``"pinv"`` gave 389-89 (0.981).
+        mode ``"pinv"`` gave 389-89 (0.981). The cutoffs are on the singular values of
+        ``A`` whichever Gram matrix is decomposed (``"pinv"``'s ``max(n, fan_in + 1)``
+        included).
     """
 
     needs_activations = True
+    # Which Gram matrix to decompose: None decides by the input's shape (the samples' when
+    # n < fan_in + 1); True or False forces the samples' or the features'. Tests and the
+    # scaling benchmark force it to compare the two.
+    _sample_space = None
 
     def __init__(self, n_candidates=1000, inverse_cutoff="pinv"):
         self.n_candidates = n_candidates
@@ -283,7 +314,9 @@ class PreActivationInit(Initializer):
 
     def _kept_directions(self, eig, inputs, n_columns, epsilon):
         """Mask of the input Gram's eigenvalues ``eig`` (float64) whose directions the
-        inverse uses (see ``inverse_cutoff``)."""
+        inverse uses (see ``inverse_cutoff``); ``n_columns`` is ``fan_in + 1`` for either
+        Gram matrix. The rounding floor is relative to the size of the Gram matrix that was
+        decomposed (``len(eig)``)."""
         self.check_params()
         n = inputs.shape[0]
         if self.inverse_cutoff == "epsilon":
@@ -300,16 +333,14 @@ class PreActivationInit(Initializer):
     def __call__(self, index, site, k, context, generator):
         n_cand = max(int(self.n_candidates), k)
         inputs = context.activations(index).inputs
-        G = context.input_gram(index)
-        # Inputs that are zero on every buffered sample (MNIST's border pixels) are zero rows
-        # and columns of G: leaving them out of the eigendecomposition changes no
-        # eigenpair it keeps, and such a weight would never see a non-zero input.
-        used = (G.diagonal() > 0).nonzero().squeeze(1)
-        eig, V_used = torch.linalg.eigh(G[used][:, used])
-        keep = self._kept_directions(eig, inputs, G.shape[0], context.epsilon)
-        sv = eig[keep].sqrt()
-        V = G.new_zeros((G.shape[0], len(sv)))
-        V[used] = V_used[:, keep]
+        n_columns = math.prod(inputs.shape[1:]) + 1
+        sample_space = self._sample_space
+        if sample_space is None:
+            sample_space = inputs.shape[0] < n_columns
+        if sample_space:
+            return self._from_samples(index, site, k, n_cand, context, generator)
+        eig, V = self._feature_directions(index, context)
+        sv = eig.sqrt()
         producer = site.producer
         W = producer.weight.detach().double().reshape(site.width, -1)
         b = producer.bias.detach().double() if producer.bias is not None else W.new_zeros(len(W))
@@ -330,6 +361,81 @@ class PreActivationInit(Initializer):
         bias = w_aug[:, -1] * factors
         w = w.reshape(n_cand, *site.fan_in_shape)
         return _select_most_orthogonal(index, site, k, context, w, bias)
+
+    def _feature_directions(self, index, context):
+        """Kept eigenvalues (float64, ascending) of ``A^T A`` and their eigenvectors ``V``
+        (``fan_in + 1``, r): the right singular vectors of ``A = [X, 1]``."""
+        inputs = context.activations(index).inputs
+        G = context.input_gram(index)
+        # Inputs that are zero on every buffered sample (MNIST's border pixels) are zero rows
+        # and columns of G: leaving them out of the eigendecomposition changes no
+        # eigenpair it keeps, and such a weight would never see a non-zero input.
+        used = (G.diagonal() > 0).nonzero().squeeze(1)
+        eig, V_used = torch.linalg.eigh(G[used][:, used])
+        keep = self._kept_directions(eig, inputs, G.shape[0], context.epsilon)
+        V = G.new_zeros((G.shape[0], int(keep.sum())))
+        V[used] = V_used[:, keep]
+        return eig[keep], V
+
+    def _sample_directions(self, index, context):
+        """Kept eigenvalues (float64, ascending) of ``A A^T`` and their eigenvectors ``U``
+        (n, r): the left singular vectors of ``A = [X, 1]``."""
+        inputs = context.activations(index).inputs
+        # [X, 1][X, 1]^T: the ones column adds one to every entry.
+        eig, U = torch.linalg.eigh(context.input_sample_gram(index) + 1)
+        n_columns = math.prod(inputs.shape[1:]) + 1
+        keep = self._kept_directions(eig, inputs, n_columns, context.epsilon)
+        return eig[keep], U[:, keep]
+
+    def _from_samples(self, index, site, k, n_cand, context, generator):
+        """``__call__`` in the sample space (``n < fan_in + 1``; see the class docstring):
+        the same draws, candidates ``w = A^T c``, only the ``k`` kept ones formed."""
+        X = context.activations(index).inputs
+        X = X.reshape(X.shape[0], -1)
+        eig, U = self._sample_directions(index, context)
+        producer = site.producer
+        W = producer.weight.detach().double().reshape(site.width, -1)
+        b = producer.bias.detach().double() if producer.bias is not None else W.new_zeros(len(W))
+        # The existing pre-activations Z = A [W, b]^T in the basis U: Z = U B with
+        # B = U^T Z = sv V^T [W, b]^T, the feature path's B.
+        B = U.T @ (_matmul_float64(X, W.T) + b)
+        Qb = _column_space(B)
+        if Qb is None:
+            w = random_rescaled_fan_in(site, n_cand, generator)
+            return _select_most_orthogonal(index, site, k, context, w, torch.zeros(n_cand))
+        a = torch.randn(len(eig), n_cand, generator=generator, dtype=torch.float64)
+        a = a.to(U.device)
+        a = a - Qb @ (Qb.T @ a)
+        # w = V a / sv = A^T c with c = U a / sv^2: a candidate's fan-in is X^T c, its
+        # bias sum(c), its pre-activations A A^T c = X X^T c + sum(c) (= U a).
+        C = U @ (a / eig[:, None])  # (n, n_cand)
+        XXc = context.input_sample_gram(index) @ C
+        bias = C.sum(dim=0)
+        # |X^T c|^2 = c^T X X^T c: the fan-in norms without the fan-in vectors.
+        norms = (C * XXc).sum(dim=0).clamp_min(0).sqrt()
+        factors = torch.where(norms > 0, mean_fan_in_norm(site) / norms.clamp_min(1e-300), 0)
+        pre = (XXc + bias) * factors
+        blocks = (_to_site(site, z) for z in pre.split(CANDIDATE_CHUNK, dim=1))
+        chosen = _most_orthogonal(index, site, k, context, blocks)
+        C = C[:, chosen] * factors[chosen]
+        w = _matmul_float64(X.T, C).T  # (k, fan_in): formed for the kept candidates only
+        return NewNeurons(
+            fan_in=_to_site(site, w.reshape(k, *site.fan_in_shape)),
+            bias=_to_site(site, C.sum(dim=0)),
+        )
+
+
+def _matmul_float64(A, B):
+    """``A @ B`` in float64 (``B`` float64, ``A`` of any dtype), a block of
+    ``GRAM_CHUNK_ROWS`` rows or columns of ``A`` (along its longer side) converted at a
+    time: no float64 copy of a wide ``A`` is made."""
+    chunk = metrics.GRAM_CHUNK_ROWS
+    if A.shape[0] >= A.shape[1]:
+        return torch.cat([rows.double() @ B for rows in A.split(chunk)])
+    out = B.new_zeros((A.shape[0], B.shape[1]))
+    for cols, rows in zip(A.split(chunk, dim=1), B.split(chunk)):
+        out.addmm_(cols.double(), rows)
+    return out
 
 
 class WeightInit(Initializer):
