@@ -57,6 +57,8 @@ from sklearn_north.datasets import load_mnist
 MODES = {
     "default": {},
     "exact": {"trigger_interval": 1, "activation_source": "buffer"},
+    # Fast mode on the adaptive schedule: the activations the training forward computed.
+    "fast": {"trigger_interval": "auto", "activation_source": "training"},
 }
 
 #: The time ratio (growing / static twin) the default mode should stay under.

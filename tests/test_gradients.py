@@ -65,14 +65,16 @@ def auxiliary_gradient(module, X, y, index):
     return aux.weight.grad
 
 
-def direct_threshold(module, index, include_bias=True):
-    """``sum_m ||dL/dw_m^in|| + ||dL/dw_m^out||`` from the parameters' ``.grad``."""
+def direct_threshold(module, index, include_bias=True, reduction="sum"):
+    """``sum_m ||dL/dw_m^in|| + ||dL/dw_m^out||`` (or the mean over ``m``) from the
+    parameters' ``.grad``."""
     producer, consumer = module.layers[index], module.layers[index + 1]
     fan_in = producer.weight.grad.double()
     if include_bias:
         fan_in = torch.cat([fan_in, producer.bias.grad.double()[:, None]], dim=1)
     fan_out = consumer.weight.grad.double()
-    return float(fan_in.norm(dim=1).sum() + fan_out.norm(dim=0).sum())
+    per_neuron = fan_in.norm(dim=1) + fan_out.norm(dim=0)
+    return float(per_neuron.sum() if reduction == "sum" else per_neuron.mean())
 
 
 # --- G against an explicit auxiliary layer -----------------------------------------------
@@ -252,6 +254,22 @@ def test_scale_halves_the_threshold_and_bias_is_part_of_the_fan_in(make_mlp):
     no_bias = GradientTrigger(include_bias=False)(0, site, context).threshold
     assert no_bias == pytest.approx(direct_threshold(module, 0, include_bias=False), rel=1e-5)
     assert no_bias < full
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_mean_reduction_is_the_per_neuron_mean_of_the_norms(make_mlp, index):
+    module = make_mlp(hidden=(5, 3), trained=True)
+    X, y = batch()
+    context = GrowthContext(module, gradients=recorded_step(module, X, y))
+    site = module.growth_sites()[index]
+    for scale in (1.0, 0.37):
+        mean = GradientTrigger(scale=scale, reduction="mean")(index, site, context).threshold
+        expected = scale * direct_threshold(module, index, reduction="mean")
+        assert mean == pytest.approx(expected, rel=1e-5)
+        total = GradientTrigger(scale=scale)(index, site, context).threshold
+        assert total == pytest.approx(site.width * mean, rel=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        GradientTrigger(reduction="max").threshold(context.gradients(index))
 
 
 def test_flags_and_registries():
