@@ -72,10 +72,11 @@ def test_cost_writes_one_row_per_planned_pair(cost, fake_mnist, monkeypatch, rec
         (d, s, m)
         for d in ("wine", "mnist10k")
         for s in ("north-weight", "north-select")
-        for m in ("default", "exact")
+        for m in cost.MODES  # every mode by default, in order
     ]
     assert list(df[["dataset", "strategy", "mode"]].itertuples(index=False)) == planned
-    assert (df["n_train"] == [133] * 4 + [240] * 4).all()  # wine's 75 %; the fake MNIST
+    per_dataset = 2 * len(cost.MODES)
+    assert (df["n_train"] == [133] * per_dataset + [240] * per_dataset).all()  # wine's 75 %
     np.testing.assert_allclose(df["time_ratio"], df["fit_s"] / df["static_fit_s"])
     assert (df["neurons"] >= 8).all() and (df["neurons"] <= 16).all()
     steps = [math.ceil(n / 16) for n in df["n_train"]]

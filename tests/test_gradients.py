@@ -65,6 +65,12 @@ def auxiliary_gradient(module, X, y, index):
     return aux.weight.grad
 
 
+def eq6_trigger(**params):
+    """``GradientTrigger`` with eq. 6's threshold (gradient norms at scale 1) unless
+    ``params`` say otherwise; the package's default is the authors' (update norms, 0.5)."""
+    return GradientTrigger(**{"norms": "gradients", "scale": 1.0, **params})
+
+
 def direct_threshold(module, index, include_bias=True, reduction="sum"):
     """``sum_m ||dL/dw_m^in|| + ||dL/dw_m^out||`` (or the mean over ``m``) from the
     parameters' ``.grad``."""
@@ -141,9 +147,7 @@ def test_trigger_counts_singular_values_above_the_gradient_norm_sum(make_mlp):
             s = np.linalg.svd(G.numpy(), compute_uv=False)
             base = direct_threshold(module, index)
             for scale in (1.0, 0.5, 0.15, 0.05):
-                decision = GradientTrigger(scale=scale)(
-                    index, module.growth_sites()[index], context
-                )
+                decision = eq6_trigger(scale=scale)(index, module.growth_sites()[index], context)
                 assert decision.threshold == pytest.approx(scale * base, rel=1e-5)
                 expected = int(np.sum(s > scale * base))
                 assert decision.n_neurons == expected
@@ -163,7 +167,7 @@ def test_trigger_skips_the_count_below_the_frobenius_bound(make_mlp, monkeypatch
     site = module.growth_sites()[0]
     G = context.gradients(0).G.double()
     frobenius, sigma_max = float(G.norm()), float(torch.linalg.matrix_norm(G, ord=2))
-    base = GradientTrigger().threshold(context.gradients(0))
+    base = eq6_trigger().threshold(context.gradients(0))
     calls = []
     original = metrics.count_singular_values_above
 
@@ -172,12 +176,12 @@ def test_trigger_skips_the_count_below_the_frobenius_bound(make_mlp, monkeypatch
         return original(*args, **kwargs)
 
     monkeypatch.setattr(metrics, "count_singular_values_above", counting)
-    above = GradientTrigger(scale=1.01 * frobenius / base)(0, site, context)
+    above = eq6_trigger(scale=1.01 * frobenius / base)(0, site, context)
     assert above.n_neurons == 0 and not calls
-    between = GradientTrigger(scale=1.01 * sigma_max / base)(0, site, context)
+    between = eq6_trigger(scale=1.01 * sigma_max / base)(0, site, context)
     assert sigma_max < frobenius / 1.01  # a rank > 1 G: the two bounds differ
     assert between.n_neurons == 0 and len(calls) == 1
-    below = GradientTrigger(scale=0.99 * sigma_max / base)(0, site, context)
+    below = eq6_trigger(scale=0.99 * sigma_max / base)(0, site, context)
     assert below.n_neurons >= 1 and len(calls) == 2
 
 
@@ -200,12 +204,12 @@ def test_trigger_skips_G_below_a_bound_that_does_not_need_it(make_mlp, monkeypat
             assert bound == pytest.approx(expected, rel=1e-3)
             sigma_max = float(torch.linalg.matrix_norm(delta.T @ inputs, ord=2))
             assert sigma_max < bound
-            base = GradientTrigger().threshold(record)
-            above = GradientTrigger(scale=1.001 * bound / base)
+            base = eq6_trigger().threshold(record)
+            above = eq6_trigger(scale=1.001 * bound / base)
             assert above(index, site, GrowthContext(module, gradients=grads)).n_neurons == 0
             # Site 1's consumers (3) are wider than half its input (4): G is formed anyway.
             assert (record._G is None) == (index == 0)
-            GradientTrigger(scale=0.999 * bound / base)(
+            eq6_trigger(scale=0.999 * bound / base)(
                 index, site, GrowthContext(module, gradients=grads)
             )
             assert record._G is not None
@@ -218,7 +222,7 @@ def test_small_G_is_formed_without_the_bound_and_decides_the_same(make_mlp, monk
     grads = recorded_step(module, X, y)
     record = grads[0]
     assert record.n_samples * record.delta.shape[1] * 20 <= triggers.SMALL_G
-    base = GradientTrigger().threshold(record)
+    base = eq6_trigger().threshold(record)
     bound = triggers._sigma_max_bound_without_G(record)
     scales = (2.0 * bound / base, 1e-3 * bound / base)  # ruled out by the bound; fires
     decisions = {}
@@ -234,7 +238,7 @@ def test_small_G_is_formed_without_the_bound_and_decides_the_same(make_mlp, monk
         monkeypatch.setattr(triggers, "_sigma_max_bound_without_G", counting)
         for scale in scales:
             context = GrowthContext(module, gradients=recorded_step(module, X, y))
-            decisions[small_g, scale] = GradientTrigger(scale=scale)(0, site, context).n_neurons
+            decisions[small_g, scale] = eq6_trigger(scale=scale)(0, site, context).n_neurons
         monkeypatch.setattr(triggers, "_sigma_max_bound_without_G", original)
         # The bound is only consulted where G is large enough to be worth avoiding.
         assert bool(calls) == (small_g == 0)
@@ -247,11 +251,11 @@ def test_scale_halves_the_threshold_and_bias_is_part_of_the_fan_in(make_mlp):
     X, y = batch()
     context = GrowthContext(module, gradients=recorded_step(module, X, y))
     site = module.growth_sites()[0]
-    full = GradientTrigger()(0, site, context).threshold
-    half = GradientTrigger(scale=0.5)(0, site, context).threshold
+    full = eq6_trigger()(0, site, context).threshold
+    half = eq6_trigger(scale=0.5)(0, site, context).threshold
     assert half == pytest.approx(full / 2, rel=1e-12)
     assert full == pytest.approx(direct_threshold(module, 0), rel=1e-5)
-    no_bias = GradientTrigger(include_bias=False)(0, site, context).threshold
+    no_bias = eq6_trigger(include_bias=False)(0, site, context).threshold
     assert no_bias == pytest.approx(direct_threshold(module, 0, include_bias=False), rel=1e-5)
     assert no_bias < full
 
@@ -263,10 +267,10 @@ def test_mean_reduction_is_the_per_neuron_mean_of_the_norms(make_mlp, index):
     context = GrowthContext(module, gradients=recorded_step(module, X, y))
     site = module.growth_sites()[index]
     for scale in (1.0, 0.37):
-        mean = GradientTrigger(scale=scale, reduction="mean")(index, site, context).threshold
+        mean = eq6_trigger(scale=scale, reduction="mean")(index, site, context).threshold
         expected = scale * direct_threshold(module, index, reduction="mean")
         assert mean == pytest.approx(expected, rel=1e-5)
-        total = GradientTrigger(scale=scale)(index, site, context).threshold
+        total = eq6_trigger(scale=scale)(index, site, context).threshold
         assert total == pytest.approx(site.width * mean, rel=1e-6)
     with pytest.raises(ValueError, match="reduction"):
         GradientTrigger(reduction="max").threshold(context.gradients(index))
@@ -286,7 +290,9 @@ def test_flags_and_registries():
         assert INITIALIZERS[name].needs_gradients
         # The estimator's gamma/epsilon do not apply to T_grad (it has no such parameter).
         trigger, initializer = make_strategy(name, gamma=0.5, epsilon=0.02, n_candidates=7)
-        assert isinstance(trigger, GradientTrigger) and trigger.scale == 1.0
+        assert isinstance(trigger, GradientTrigger)
+        # The authors' threshold (the paper's figures): half the sum of update norms.
+        assert (trigger.scale, trigger.norms, trigger.reduction) == (0.5, "updates", "sum")
         assert isinstance(initializer, INITIALIZERS[name])
     assert INITIALIZERS["gradmax"].function_preserving
     assert not INITIALIZERS["firefly"].function_preserving  # up to its noise
@@ -361,7 +367,7 @@ def test_snapshot_follows_growth_of_an_upstream_site(make_mlp):
     torch.testing.assert_close(extended.G, fresh.G)
     assert extended.weight_grad[:, 5:].abs().max() > 0
     # The trigger reads it without complaint.
-    GradientTrigger()(1, module.growth_sites()[1], context)
+    eq6_trigger()(1, module.growth_sites()[1], context)
 
 
 # --- ReLU with derivative 1 at 0 ---------------------------------------------------------
@@ -441,7 +447,7 @@ def data():
 def test_callback_uses_the_current_steps_batch_and_gradients(data, make_growth_net):
     X, y = data
     net = make_growth_net(
-        GrowthCallback(SpyTrigger(scale=1e6), GradMaxInit(), random_state=0),
+        GrowthCallback(SpyTrigger(scale=1e6, norms="gradients"), GradMaxInit(), random_state=0),
         hidden=(2, 2),
         max_hidden=(6, 6),
         max_epochs=1,
@@ -524,10 +530,10 @@ def test_update_norms_threshold(make_mlp, scale):
     # Plain SGD: the step is -lr * gradient, so the update threshold is lr times the
     # gradient threshold.
     by_updates = GradientTrigger(scale=scale, norms="updates").threshold(record)
-    by_gradients = GradientTrigger(scale=scale).threshold(record)
+    by_gradients = eq6_trigger(scale=scale).threshold(record)
     assert by_updates == pytest.approx(0.1 * by_gradients, rel=1e-5)
-    assert GradientTrigger(norms="updates").needs_updates
-    assert not GradientTrigger().needs_updates
+    assert GradientTrigger().needs_updates  # the default
+    assert not GradientTrigger(norms="gradients").needs_updates
     with pytest.raises(ValueError, match="norms"):
         GradientTrigger(norms="steps").threshold(record)
 
@@ -548,7 +554,7 @@ def test_update_norms_make_the_trigger_fire_where_gradients_do_not(make_mlp):
     assert counts["updates"] > 0
 
 
-def test_estimator_with_update_norms_grows_where_the_paper_threshold_does_not():
+def test_default_gradient_strategies_grow_where_eq6_does_not():
     from sklearn.datasets import load_digits
 
     from sklearn_north import GrowingMLPClassifier
@@ -557,10 +563,9 @@ def test_estimator_with_update_norms_grows_where_the_paper_threshold_does_not():
     X, y = X[:400] / 16, y[:400]
     params = dict(hidden_layer_sizes=(32, 32), max_hidden_layer_sizes=64, max_epochs=2,
                   random_state=0)  # fmt: skip
-    paper = GrowingMLPClassifier(strategy="gradmax", **params).fit(X, y)
-    reference = GrowingMLPClassifier(
-        strategy=(GradientTrigger(scale=0.5, norms="updates"), GradMaxInit()), **params
-    ).fit(X, y)
-    assert paper.hidden_layer_sizes_ == (32, 32)
-    assert all(w > 32 for w in reference.hidden_layer_sizes_)
-    assert len(reference.growth_history_) > 0
+    eq6 = GrowingMLPClassifier(strategy=(eq6_trigger(), GradMaxInit()), **params).fit(X, y)
+    default = GrowingMLPClassifier(strategy="gradmax", **params).fit(X, y)
+    assert eq6.hidden_layer_sizes_ == (32, 32)
+    assert all(w > 32 for w in default.hidden_layer_sizes_)
+    trigger = dict(default.net_.callbacks_)["growth"].trigger_
+    assert (trigger.norms, trigger.scale) == ("updates", 0.5)

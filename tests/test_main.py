@@ -1,10 +1,19 @@
-"""The main job, ``python -m sklearn_north``."""
+"""The main job, ``python -m sklearn_north``: its report against the estimator it runs,
+its usage errors and its ``--help``."""
 
 import re
+import subprocess
+import sys
 
 import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
 
-from sklearn_north.__main__ import main
+from sklearn_north import GrowingMLPClassifier
+from sklearn_north.__main__ import build_parser, main
+
+# Short runs: a few epochs of small networks, few candidates.
+FAST = ("--n-candidates", "20")
 
 
 def run(capsys, *argv):
@@ -12,29 +21,233 @@ def run(capsys, *argv):
     return capsys.readouterr().out
 
 
-def test_main_job_reports_widths_parameters_and_accuracy(capsys):
-    out = run(capsys, "--epochs", "2", "--hidden", "48,48", "--max-hidden", "96",
-              "--n-candidates", "20")  # fmt: skip
-    widths = re.search(r"final widths\s+: \((\d+), (\d+)\)", out)
-    assert widths, out
-    assert all(48 <= int(w) <= 96 for w in widths.groups())
-    assert re.search(r"parameters\s+: \d+", out)
-    accuracy = float(re.search(r"test accuracy\s+: ([0-9.]+)", out).group(1))
-    assert 0.0 <= accuracy <= 1.0
-    # Per-epoch progress: a table row per epoch with the widths column.
-    assert "widths" in out and re.search(r"^\s+2\s", out, re.MULTILINE)
+def fit_as_the_job(test_size=0.25, random_state=0, **params):
+    """The estimator fitted as the main job fits it (digits in [0, 1], its split; the job's
+    defaults: a quarter of the samples held out, seed 0) and its test accuracy."""
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X / 16.0, y, test_size=test_size, random_state=random_state, stratify=y
+    )
+    clf = GrowingMLPClassifier(random_state=random_state, **params).fit(X_train, y_train)
+    return clf, clf.score(X_test, y_test)
 
 
-def test_main_job_with_a_schedule_reaches_its_target(capsys):
-    out = run(capsys, "--epochs", "2", "--hidden", "8,8", "--max-hidden", "32",
-              "--schedule", "linear", "--schedule-target", "12,16", "--quiet")  # fmt: skip
+def reported(out, label):
+    match = re.search(rf"^{label}\s*: (.*)$", out, re.MULTILINE)
+    assert match, f"no {label!r} line in\n{out}"
+    return match.group(1)
+
+
+def widths_after(history, initial, epoch):
+    """Each layer's width at the end of ``epoch``: its last event's, else its initial one."""
+    widths = list(initial)
+    for layer in range(len(initial)):
+        events = history[(history.layer == layer) & (history.epoch <= epoch)]
+        if len(events):
+            widths[layer] = int(events.width.iloc[-1])
+    return "-".join(map(str, widths))
+
+
+def check_report(out, clf, accuracy, initial):
+    """Every figure of the report is the fitted estimator's."""
+    history = clf.growth_history_
+    assert len(history) > 0, "the run should grow for the comparison to mean something"
+    assert reported(out, "final widths").startswith(f"{clf.hidden_layer_sizes_} ")
+    assert reported(out, "test accuracy") == f"{accuracy:.4f}"
+    n_params = sum(p.numel() for p in clf.module_.parameters())
+    assert reported(out, "parameters") == str(n_params)
+    assert reported(out, "growth events").startswith(f"{len(history)} in {clf.n_iter_} epochs")
+    # One line per layer: initial -> final, how many events, the first and the last.
+    for layer, width0 in enumerate(initial):
+        events = history[history.layer == layer]
+        final = clf.hidden_layer_sizes_[layer]
+        line = re.search(rf"^  layer {layer}: {width0} -> {final}\b.*$", out, re.MULTILINE)
+        assert line, f"no line for layer {layer} in\n{out}"
+        if events.empty:
+            assert line.group(0).endswith(", no growth event")
+            continue
+        first, last = events.iloc[0], events.iloc[-1]
+        assert (
+            f"{len(events)} growth event{'s' if len(events) > 1 else ''}, "
+            f"first at epoch {first.epoch:.0f} (step {first.step:.0f}), "
+            f"last at epoch {last.epoch:.0f} (step {last.step:.0f})"
+        ) in line.group(0)
+    # The timeline: widths after some epochs, from epoch 1 to the last one.
+    timeline = dict(item.split(": ") for item in reported(out, "widths by epoch").split(", "))
+    epochs = sorted(map(int, timeline))
+    assert epochs[0] == 1 and epochs[-1] == clf.n_iter_
+    for epoch in epochs:
+        assert timeline[str(epoch)] == widths_after(history, initial, epoch), epoch
+    return history
+
+
+def test_one_layer_run_reports_what_the_estimator_fits(capsys):
+    out = run(capsys, "--hidden", "16", "--max-hidden", "96", "--epochs", "2", "--quiet",
+              "--test-size", "0.3", *FAST)  # fmt: skip
+    clf, accuracy = fit_as_the_job(
+        test_size=0.3,
+        hidden_layer_sizes=(16,),
+        max_hidden_layer_sizes=96,
+        max_epochs=2,
+        n_candidates=20,
+    )
+    assert len(clf.hidden_layer_sizes_) == 1
+    check_report(out, clf, accuracy, initial=(16,))
+    assert out.startswith("digits: 1257 train / 540 test samples")
+    assert "max (96,)" in out.splitlines()[0]
+    assert "train_loss" not in out  # --quiet: no per-epoch table
+
+
+def test_three_layer_run_reports_what_the_estimator_fits(capsys):
+    # One --max-hidden int for every layer; a trigger interval other than the default.
+    out = run(capsys, "--hidden", "8,8,8", "--max-hidden", "48", "--epochs", "3",
+              "--trigger-interval", "2", "--seed", "1", *FAST)  # fmt: skip
+    clf, accuracy = fit_as_the_job(
+        random_state=1,
+        hidden_layer_sizes=(8, 8, 8),
+        max_hidden_layer_sizes=48,
+        max_epochs=3,
+        trigger_interval=2,
+        n_candidates=20,
+    )
+    history = check_report(out, clf, accuracy, initial=(8, 8, 8))
+    assert "max (48, 48, 48)" in out.splitlines()[0]
+    assert set(history.step % 2) == {0}
+    # The per-epoch table: one row per epoch, whose widths the growth history explains.
+    for epoch in range(1, 4):
+        row = re.search(rf"^\s+{epoch}\s.*\s(\d+-\d+-\d+)\s", out, re.MULTILINE)
+        assert row, f"no table row for epoch {epoch} in\n{out}"
+        assert row.group(1) == widths_after(history, (8, 8, 8), epoch)
+
+
+def test_wide_layers_need_no_max_hidden_and_static_says_it_did_not_grow(capsys):
+    # Wider than any fixed cap the job once had: the maximum is the estimator's default.
+    out = run(capsys, "--hidden", "600,600", "--strategy", "static", "--epochs", "1", "--quiet")
+    assert reported(out, "final widths").startswith("(600, 600) ")
+    assert "  layer 0: 600 -> 600, no growth event" in out
+    assert "  layer 1: 600 -> 600, no growth event" in out
+    assert reported(out, "growth events").startswith("0 in 1 epoch ")
+
+
+def test_a_schedule_reaches_its_target_and_the_timeline_goes_on_to_the_end(capsys):
+    out = run(capsys, "--epochs", "4", "--hidden", "8,8", "--max-hidden", "32",
+              "--schedule", "linear", "--schedule-target", "12,16", "--schedule-end", "0.5",
+              "--quiet")  # fmt: skip
     assert "final widths      : (12, 16)" in out
-    assert "epoch" not in out  # --quiet: no per-epoch table
+    assert "schedule=linear" in out.splitlines()[0]
+    clf, accuracy = fit_as_the_job(
+        hidden_layer_sizes=(8, 8),
+        max_hidden_layer_sizes=32,
+        schedule="linear",
+        schedule_target=(12, 16),
+        schedule_end=0.5,
+        max_epochs=4,
+    )
+    history = check_report(out, clf, accuracy, initial=(8, 8))
+    assert history.epoch.max() < 4  # growth ended before training did
 
 
-def test_main_job_rejects_bad_options(capsys):
-    with pytest.raises(SystemExit):
-        main(["--strategy", "north-east"])
-    with pytest.raises(SystemExit):
-        main(["--hidden", "a,b"])
-    assert "expected comma-separated ints" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["--gamma", "2"], "--gamma"),
+        (["--gamma", "0"], "--gamma"),
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "1.5"], "--epochs"),
+        (["--test-size", "1.5"], "--test-size"),
+        (["--test-size", "0"], "--test-size"),
+        (["--test-size", "0.001"], "--test-size"),  # fewer test samples than classes
+        (["--seed", "-1"], "--seed"),
+        (["--hidden", "0,4"], "--hidden"),
+        (["--hidden", "a,b"], "--hidden"),
+        (["--hidden", "64,64", "--max-hidden", "32"], "--max-hidden"),
+        (["--hidden", "64,64", "--max-hidden", "96,32"], "--max-hidden"),
+        (["--hidden", "8,8", "--max-hidden", "16,16,16"], "--max-hidden"),
+        (["--epsilon", "-1"], "--epsilon"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--trigger-interval", "0"], "--trigger-interval"),
+        (["--trigger-interval", "often"], "--trigger-interval"),
+        (["--strategy", "north-east"], "--strategy"),
+        (["--trigger-rounding", "up"], "--trigger-rounding"),
+        (["--lr", "0"], "--lr"),
+        (["--n-candidates", "0"], "--n-candidates"),
+        (["--schedule", "linear", "--schedule-target", "8"], "--schedule-target"),
+        # Rejected by fit itself, before training: still a usage error.
+        (["--buffer-size", "100"], "--buffer-size"),
+        (["--strategy", "static", "--schedule", "linear"], "--schedule"),
+    ],
+)
+def test_invalid_values_are_usage_errors_naming_the_option(capsys, argv, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--epochs", "1", *argv])  # argv's own --epochs comes last, and wins
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert f"error: argument {option}: " in captured.err
+    assert "final widths" not in captured.out
+
+
+def test_a_usage_error_from_the_command_line_has_no_traceback():
+    done = subprocess.run(
+        [sys.executable, "-m", "sklearn_north", "--gamma", "2"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "error: argument --gamma: " in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _help_entries():
+    """``--help``'s text per option, whitespace normalised."""
+    text = build_parser().format_help()
+    options = text[text.index("options:") :]
+    entries = {}
+    for entry in re.split(r"\n(?=  -)", options)[1:]:
+        flag = entry.split()[0].rstrip(",")
+        entries[flag] = " ".join(entry.split())
+    return entries
+
+
+def _as_typed(value):
+    return ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+
+
+def test_help_shows_the_estimators_defaults():
+    defaults = GrowingMLPClassifier().get_params()
+    entries = _help_entries()
+    for flag, param in {
+        "--strategy": "strategy",
+        "--hidden": "hidden_layer_sizes",
+        "--schedule-end": "schedule_end",
+        "--trigger-rounding": "trigger_rounding",
+        "--epsilon": "epsilon",
+        "--n-candidates": "n_candidates",
+        "--trigger-interval": "trigger_interval",
+        "--activation-source": "activation_source",
+        "--lr": "lr",
+        "--batch-size": "batch_size",
+        "--epochs": "max_epochs",
+        "--device": "device",
+    }.items():
+        assert f"(default: {_as_typed(defaults[param])})" in entries[flag], flag
+    # None defaults say what None means.
+    for flag, param in {
+        "--max-hidden": "max_hidden_layer_sizes",
+        "--schedule": "schedule",
+        "--schedule-target": "schedule_target",
+        "--gamma": "gamma",
+        "--buffer-size": "buffer_size",
+    }.items():
+        assert defaults[param] is None
+        assert "(default: None, " in entries[flag], flag
+    assert "10 x initial" in entries["--max-hidden"]
+    assert "(default: 0)" in entries["--seed"]  # the job's own: a reproducible report
+    assert "(default: 0.25)" in entries["--test-size"]
+
+
+def test_help_exits_cleanly(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    assert "--max-hidden" in capsys.readouterr().out
