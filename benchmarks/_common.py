@@ -56,6 +56,8 @@ SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 #: The orthogonality triggers' rounding the estimator uses by default.
 DEFAULT_ROUNDING = GrowingMLPClassifier().trigger_rounding
+#: When the estimator evaluates its triggers by default.
+DEFAULT_INTERVAL = GrowingMLPClassifier().trigger_interval
 
 #: Every strategy of the registry that can grow, in the paper's order.
 DYNAMIC_STRATEGIES = [name for name in REGISTRY if name != "static"]
@@ -105,6 +107,19 @@ def add_gradient_options(parser):
         "pinv (the pseudo-inverse, paper), epsilon (only directions above the metric's "
         "epsilon) or a relative singular-value tolerance",
     )
+
+
+def trigger_interval(text):
+    """``--trigger-interval``: a positive int or ``"auto"``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'auto', got {text!r}")
+    return value
 
 
 def _inverse_cutoff(text):

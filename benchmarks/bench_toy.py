@@ -21,6 +21,7 @@ import time
 
 import pandas as pd
 from _common import (
+    DEFAULT_INTERVAL,
     DYNAMIC_STRATEGIES,
     RESULTS,
     add_gradient_options,
@@ -33,6 +34,7 @@ from _common import (
     markdown_table,
     pyplot,
     set_threads,
+    trigger_interval,
     warm_up,
     widths_text,
     write_results,
@@ -130,9 +132,10 @@ def report(df, args, elapsed):
         f"(stratified); MLP with {' or '.join(map(str, args.layers))} hidden layer(s), "
         f"initial width {args.hidden}, max {args.max_hidden}; Adam lr {args.lr}, batch "
         f"{args.batch_size}, {args.epochs} epochs (the paper does not say how many); "
-        f"{args.seeds} seed(s); gamma {args.gamma or 'the strategy default'}; triggers every "
-        f"{args.trigger_interval} step(s); gradient "
-        f"threshold from {args.grad_norms} x{args.grad_scale}. {environment()}.",
+        f"{args.seeds} seed(s); gamma {args.gamma or 'the strategy default'}; "
+        f"trigger_interval={args.trigger_interval!r}; trigger rounding {args.rounding}; "
+        f"gradient threshold from {args.grad_norms} x{args.grad_scale} "
+        f"({args.grad_reduction}). {environment()}.",
         "",
         f"**Whole run: {duration_text(elapsed)}** (wall clock).",
         "",
@@ -219,7 +222,12 @@ def main():
     p.add_argument("--max-hidden", type=int, default=512)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--trigger-interval", type=int, default=1, help="(1: every step)")
+    p.add_argument(
+        "--trigger-interval",
+        type=trigger_interval,
+        default=DEFAULT_INTERVAL,
+        help=f"(1: every step, the paper; default: the estimator's, {DEFAULT_INTERVAL!r})",
+    )
     p.add_argument(
         "--gamma", type=float, default=None, help="trigger threshold (the strategy's default)"
     )
