@@ -51,7 +51,7 @@ from _common import (
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from sklearn_north import GrowingMLPClassifier
+from sklearn_north import GrowingMLPClassifier, growth
 
 EXPERIMENTS = ("noise", "subsets")
 #: Shape and classes of the pure-noise task (digits' shape and classes).
@@ -64,16 +64,24 @@ QUICK = dict(seeds=1, epochs=3, noise=[0.0, 1.0], sizes=[100, 400])
 CAPACITY_WARNING = re.compile(r"training set.*maximum width", re.IGNORECASE | re.DOTALL)
 
 
+#: Names a ``--param`` value may call, e.g. ``growth_gate=HeldOutGate(tol=0.01)``.
+GROWTH_OBJECTS = {name: getattr(growth, name) for name in growth.__all__}
+
+
 def parse_param(text):
     """``KEY=VALUE`` -> ``(key, value)``, the value a Python literal where it parses as
-    one (``ast.literal_eval``: ``256``, ``(128, 64)``, ``None``), else the string."""
+    one (``ast.literal_eval``: ``256``, ``(128, 64)``, ``None``), or an object built from
+    ``sklearn_north.growth`` (``HeldOutGate(tol=0.01)``), else the string."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
         value = ast.literal_eval(value)
     except (ValueError, SyntaxError):
-        pass
+        head = value.split("(", 1)[0]
+        if head in GROWTH_OBJECTS and value.endswith(")"):
+            # A call of a growth object only: its arguments are literals.
+            value = eval(value, {"__builtins__": {}}, GROWTH_OBJECTS)
     return key.strip(), value
 
 

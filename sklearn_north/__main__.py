@@ -20,7 +20,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import InvalidParameterError, StrOptions
 
 from . import GrowingMLPClassifier
-from .growth import TRIGGERS
+from .growth import TRIGGERS, HeldOutGate
 
 PROG = "python -m sklearn_north"
 
@@ -56,6 +56,7 @@ OPTIONS = {
     "device": "--device",
     "random_state": "--seed",
     "verbose": "--quiet",
+    "growth_gate": "--gate",
 }
 
 #: The main job's options that are not estimator parameters, and their defaults.
@@ -210,6 +211,15 @@ def build_parser():
         type=_fraction,
         default=TEST_SIZE,
         help=f"share of digits held out for the test accuracy (default: {TEST_SIZE})",
+    )
+    p.add_argument(
+        OPTIONS["growth_gate"],
+        dest="growth_gate",
+        action="store_const",
+        const=HeldOutGate(),
+        default=default("growth_gate"),
+        help="stop growing a layer once a held-out 10%% of the training data stops "
+        "improving (growth_gate=HeldOutGate(), beyond the paper) (default: no gate)",
     )
     p.add_argument(
         OPTIONS["verbose"],

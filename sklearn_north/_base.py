@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
@@ -24,7 +25,14 @@ from skorch.utils import to_tensor
 from ._batches import BatchIterator
 from ._divergence import DivergenceGuard, check_finite_weights
 from .exceptions import GrowthCapacityWarning
-from .growth import EVENT_COLUMNS, SCHEDULES, STRATEGIES, GrowthCallback, make_strategy
+from .growth import (
+    EVENT_COLUMNS,
+    SCHEDULES,
+    STRATEGIES,
+    GrowthCallback,
+    HeldOutGate,
+    make_strategy,
+)
 from .growth.callback import EVENT_DTYPES
 from .growth.triggers import ROUNDINGS
 
@@ -78,6 +86,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         "trigger_interval": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "buffer_size": [Interval(Integral, 2, None, closed="left"), None],
         "activation_source": [StrOptions({"buffer", "training"})],
+        "growth_gate": [HeldOutGate, None],
         "optimizer": [StrOptions(set(OPTIMIZERS)), type],
         "optimizer_params": [dict, None],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -237,6 +246,14 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             schedule_end=self.schedule_end,
         )
         _check_callbacks(self.callbacks, getattr(trigger, "can_grow", True))
+        y_enc = encoder.transform(y)
+        gate, gate_data = None, None
+        if self.growth_gate is not None:
+            gate = copy.deepcopy(self.growth_gate)
+            gate.check_params()
+            X, y_enc, sample_weight, gate_data = _hold_out(
+                X, y_enc, sample_weight, gate.validation_fraction, self._seed
+            )
         if classes is None and getattr(trigger, "needs_activations", False):
             _warn_small_training_set(len(X), maximum)
         growth = GrowthCallback(
@@ -248,6 +265,8 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             random_state=self._seed,
             # Schedules plan for max_epochs epochs (partial_fit calls count as epochs).
             planned_epochs=self.max_epochs,
+            gate=gate,
+            gate_data=gate_data,
         )
         module, module_kwargs = self._module_spec(X, len(encoder.classes_), initial, maximum)
         optimizer = OPTIMIZERS.get(self.optimizer, self.optimizer)
@@ -281,7 +300,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         )
         with self._seeded(0):
             net.initialize()
-            self._train(net, X, _targets(encoder.transform(y), sample_weight), epochs)
+            self._train(net, X, _targets(y_enc, sample_weight), epochs)
         self.classes_ = encoder.classes_
         self.net_ = net
         self._built_with = built_with
@@ -472,6 +491,24 @@ def _check_callbacks(callbacks, can_grow):
                 "which a growing network may have outgrown. Use load_best=False, or "
                 "strategy='static'."
             )
+
+
+def _hold_out(X, y_enc, sample_weight, fraction, seed):
+    """Split off a stratified ``fraction`` of the samples for the growth gate: returns the
+    training part (``X, y_enc, sample_weight``) and the held-out ``(X, y_enc)``."""
+    rows = np.arange(len(X))
+    try:
+        train, held = train_test_split(
+            rows, test_size=fraction, stratify=y_enc, random_state=seed % (2**32)
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"growth_gate holds out validation_fraction={fraction} of the {len(X)} training "
+            f"samples, stratified by class, which these data do not allow: {exc}"
+        ) from None
+    train, held = np.sort(train), np.sort(held)
+    weights = None if sample_weight is None else sample_weight[train]
+    return X[train], y_enc[train], weights, (X[held], y_enc[held])
 
 
 def _warn_small_training_set(n_samples, maximum):

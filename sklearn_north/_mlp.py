@@ -87,6 +87,15 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         ``buffer_size`` samples, each as old as the step it was trained at; saves one
         forward pass of ``buffer_size`` samples per evaluation. Its effect on widths and
         accuracy is measured in ``benchmarks/results/mnist.md``.
+    growth_gate : HeldOutGate or None, default=None
+        A task-aware gate on growth, beyond the paper (``sklearn_north.growth.HeldOutGate``):
+        ``fit`` holds out ``growth_gate.validation_fraction`` of the training data
+        (stratified; the network is not trained on it), measures the loss on it after
+        every epoch, and stops growing a layer once that loss has not improved for
+        ``patience`` epochs while the layer grew. The orthogonality metric does not look
+        at the labels, so without a gate widths follow the number of samples and the cap
+        even on pure-noise labels. ``None``: no gate, all data trained on (the paper).
+        Continuing fits train on all the data they are given.
     activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
     optimizer : {"adam", "adamw", "sgd", "rmsprop"} or torch optimizer class, default="adam"
     optimizer_params : dict or None, default=None
@@ -169,6 +178,7 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         trigger_interval="auto",
         buffer_size=None,
         activation_source="buffer",
+        growth_gate=None,
         activation="relu",
         optimizer="adam",
         optimizer_params=None,
@@ -194,6 +204,7 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         self.trigger_interval = trigger_interval
         self.buffer_size = buffer_size
         self.activation_source = activation_source
+        self.growth_gate = growth_gate
         self.activation = activation
         self.optimizer = optimizer
         self.optimizer_params = optimizer_params

@@ -6,6 +6,7 @@ callback).
 
 from .callback import EVENT_COLUMNS, GrowthCallback
 from .context import GrowthContext, SampleBuffer, SiteActivations
+from .gate import HeldOutGate
 from .gradients import GradientRecorder, GradientSnapshot, SiteGradients
 from .initializers import (
     INITIALIZERS,
@@ -50,6 +51,7 @@ __all__ = [
     "GrowthCallback",
     "GrowthContext",
     "GrowthSite",
+    "HeldOutGate",
     "Initializer",
     "LinearSchedule",
     "NeSTInit",

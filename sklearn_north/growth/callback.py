@@ -19,6 +19,7 @@ from torch import nn
 
 from .activations import ActivationRecorder
 from .context import GrowthContext, SampleBuffer
+from .gate import held_out_loss
 from .gradients import GradientRecorder
 from .optim import SECOND_MOMENT_MODES, seed_pending_moments
 from .sites import add_neurons
@@ -87,6 +88,14 @@ class GrowthCallback(Callback):
         hooks (see ``activations.ActivationRecorder``); no extra forward pass. Rows are
         stale by up to ``buffer_size / batch_size`` steps; the first ones come from the
         untrained network on the first buffer.
+    gate : HeldOutGate or None, default=None
+        A task-aware gate (``gate.HeldOutGate``): every ``gate.check_interval`` steps the
+        loss on ``gate_data`` is measured, and a site whose growth has not helped it is
+        closed for growth. Copied at ``initialize`` (``gate_``). ``None``: no gate (the
+        paper).
+    gate_data : (X, y) or None, default=None
+        The held-out samples (inputs, encoded labels) the gate judges growth on; kept out
+        of training by whoever builds the net. Required with ``gate``.
 
     Attributes
     ----------
@@ -117,6 +126,8 @@ class GrowthCallback(Callback):
         random_state=None,
         planned_epochs=None,
         activation_source="buffer",
+        gate=None,
+        gate_data=None,
     ):
         self.trigger = trigger
         self.initializer = initializer
@@ -126,6 +137,8 @@ class GrowthCallback(Callback):
         self.random_state = random_state
         self.planned_epochs = planned_epochs
         self.activation_source = activation_source
+        self.gate = gate
+        self.gate_data = gate_data
 
     # -- skorch hooks -------------------------------------------------------------------
 
@@ -155,8 +168,13 @@ class GrowthCallback(Callback):
         self.initializer_ = copy.deepcopy(self.initializer)
         if self._can_grow() and self.initializer_ is None:
             raise ValueError("A trigger that can grow needs an initializer.")
+        self.gate_ = copy.deepcopy(self.gate)
+        if self.gate_ is not None:
+            if self.gate_data is None:
+                raise ValueError("A gate needs gate_data, the held-out (X, y) it judges on.")
+            self.gate_.reset()
         # Invalid options fail here, not at the first growth event epochs later.
-        for part in (self.trigger_, self.initializer_):
+        for part in (self.trigger_, self.initializer_, self.gate_):
             if hasattr(part, "check_params"):
                 part.check_params()
         self.events_ = []
@@ -227,10 +245,16 @@ class GrowthCallback(Callback):
                 self._next_evaluation = self.step_ + self._wait
         elif self.step_ % self.trigger_interval == 0:
             self.grow(net)
+        gate = getattr(self, "gate_", None)
+        if gate is not None and self.step_ % (gate.check_interval or self.interval_cap_) == 0:
+            gate.update(held_out_loss(net, *self.gate_data), self.step_)
 
     def on_epoch_end(self, net, **kwargs):
         widths = tuple(site.width for site in net.module_.growth_sites())
         net.history.record("widths", "-".join(map(str, widths)))
+        gate = getattr(self, "gate_", None)
+        if gate is not None and gate.losses_:
+            net.history.record("held_out_loss", gate.losses_[-1])
 
     def on_train_end(self, net, **kwargs):
         self._detach_recorder()
@@ -243,6 +267,7 @@ class GrowthCallback(Callback):
         of neurons added."""
         self.evaluations_ += 1
         added = 0
+        gate = getattr(self, "gate_", None)
         module = net.module_
         # Sites refer to modules, not parameters: they stay valid while the sites grow.
         sites = module.growth_sites()
@@ -252,6 +277,8 @@ class GrowthCallback(Callback):
         for index, site in enumerate(sites):
             if site.room == 0:
                 continue  # nothing it could say would change the network
+            if gate is not None and not gate.is_open(index):
+                continue  # its growth stopped helping
             tic = time.perf_counter()
             decision = self.trigger_(index, site, context)
             k = int(min(decision.n_neurons, site.room))
@@ -262,6 +289,8 @@ class GrowthCallback(Callback):
             new = self.initializer_(index, site, k, context, self._generator)
             add_neurons(site, new, optimizer=net.optimizer_, second_moment=self.second_moment)
             context.site_grew(index, new)
+            if gate is not None:
+                gate.site_grew(index)
             added += k
             self.timings_["initializer"] += time.perf_counter() - tic
             self.events_.append(
