@@ -9,7 +9,7 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from sklearn_north import GrowingMLPClassifier
+from sklearn_north import STRATEGIES, GrowingMLPClassifier
 from sklearn_north.__main__ import build_parser, main
 
 # Short runs: a few epochs of small networks, few candidates.
@@ -118,6 +118,18 @@ def test_three_layer_run_reports_what_the_estimator_fits(capsys):
         row = re.search(rf"^\s+{epoch}\s.*\s(\d+-\d+-\d+)\s", out, re.MULTILINE)
         assert row, f"no table row for epoch {epoch} in\n{out}"
         assert row.group(1) == widths_after(history, (8, 8, 8), epoch)
+
+
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "static"])
+def test_every_strategy_grows_from_the_jobs_defaults(capsys, strategy):
+    # The defaults (widths, trigger arithmetic, gradient threshold) are the paper's
+    # published behaviour: every dynamic strategy grows on digits from 64-64, within the
+    # first epoch (11 steps), where eq. 3 and eq. 6 as printed grow none of gradmax,
+    # firefly, nest and north-weight.
+    out = run(capsys, "--strategy", strategy, "--epochs", "1", "--quiet", *FAST)
+    final = reported(out, "final widths")
+    widths = tuple(int(w) for w in re.findall(r"\d+", final.split(" (")[0]))
+    assert len(widths) == 2 and max(widths) > 64, out
 
 
 def test_wide_layers_need_no_max_hidden_and_static_says_it_did_not_grow(capsys):
