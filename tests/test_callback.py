@@ -197,6 +197,27 @@ def test_invalid_trigger_interval(data, make_growth_net, interval):
         net.fit(X, y)
 
 
+@pytest.mark.parametrize("second_max", [3, 6])
+def test_the_buffer_forward_stops_after_the_last_watched_site(data, make_growth_net, second_max):
+    X, y = data
+    # gamma 2: never fires; the running-max baseline needs the metric at every step.
+    trigger = ActivationTrigger(gamma=2.0, baseline="running_max")
+    callback = GrowthCallback(trigger, RandomInit(), buffer_size=24)
+    net = make_growth_net(callback, max_hidden=(6, second_max), max_epochs=1)
+    net.initialize()
+    calls = []
+    net.module_.layers[1].register_forward_hook(lambda *args: calls.append(1))
+    net.partial_fit(X, y)
+    cb = growth_of(net)
+    assert cb.evaluations_ == STEPS_PER_EPOCH
+    # Training forwards layer 1 once a step, the baselines once; the evaluations too,
+    # unless the second site is at its cap (3 of 3): then nothing reads past site 0.
+    at_cap = second_max == 3
+    assert len(calls) == STEPS_PER_EPOCH + 1 + (0 if at_cap else STEPS_PER_EPOCH)
+    assert cb.events_ == []
+    assert set(cb.trigger_.baselines_) == {0, 1}
+
+
 def test_buffer_holds_the_most_recent_inputs(data, make_growth_net):
     X, y = data
     # A trigger that never fires, but needs the sample buffer.

@@ -273,7 +273,14 @@ class GrowthCallback(Callback):
         sites = module.growth_sites()
         recorder = getattr(self, "_recorder", None)
         gradients = recorder.snapshot(sites) if recorder is not None else None
-        context = self._context(module, gradients)
+        # Sites at their cap (or closed by the gate) are not evaluated: the forward pass
+        # of the sample buffer stops after the last site that is.
+        watched = [
+            i for i, s in enumerate(sites) if s.room > 0 and (gate is None or gate.is_open(i))
+        ]
+        if not watched:
+            return 0
+        context = self._context(module, gradients, n_sites=watched[-1] + 1)
         for index, site in enumerate(sites):
             if site.room == 0:
                 continue  # nothing it could say would change the network
@@ -375,7 +382,7 @@ class GrowthCallback(Callback):
         buffer.extend(_as_tensor(X[rows], device))
         return buffer
 
-    def _context(self, module, gradients=None):
+    def _context(self, module, gradients=None, n_sites=None):
         samples = self.buffer_.samples() if self.buffer_ is not None else None
         epsilon = getattr(self.trigger_, "epsilon", 0.01)
         return GrowthContext(
@@ -386,6 +393,7 @@ class GrowthCallback(Callback):
             total_steps=self.total_steps_,
             gradients=gradients,
             recorder=getattr(self, "_activation_recorder", None),
+            n_sites=n_sites,
         )
 
     def __getstate__(self):

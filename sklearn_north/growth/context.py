@@ -5,6 +5,8 @@ forward pass runs twice for the same samples. After a site grows, the cache is d
 later sites read a larger input, and the grown site has new neurons.
 """
 
+import inspect
+
 import torch
 
 from . import metrics
@@ -121,6 +123,10 @@ class GrowthContext:
     recorder : ActivationRecorder or None, default=None
         Fast mode: activations are read from what the training forward passes recorded
         (see ``activations``) instead of a forward pass of ``samples``.
+    n_sites : int or None, default=None
+        Only the first ``n_sites`` sites are evaluated: the forward pass of ``samples``
+        stops after them (passed to ``module.site_activations`` where it takes it). Sites
+        past it have no activations. ``None``: all.
     """
 
     def __init__(
@@ -132,8 +138,10 @@ class GrowthContext:
         total_steps=None,
         gradients=None,
         recorder=None,
+        n_sites=None,
     ):
         self.module = module
+        self.n_sites = n_sites
         self.samples = samples
         self.epsilon = epsilon
         self.step = step
@@ -159,8 +167,16 @@ class GrowthContext:
                 raise RuntimeError("This growth evaluation has no samples.")
             else:
                 with torch.no_grad():
-                    self._activations = self.module.site_activations(self.samples)
+                    self._activations = self._forward()
         return self._activations
+
+    def _forward(self):
+        if self.n_sites is None:
+            return self.module.site_activations(self.samples)
+        # Modules written for the protocol without n_sites compute every site.
+        if "n_sites" not in inspect.signature(self.module.site_activations).parameters:
+            return self.module.site_activations(self.samples)
+        return self.module.site_activations(self.samples, n_sites=self.n_sites)
 
     def post_gram(self, index):
         """Float64 Gram matrix ``H^T H`` (M x M) of site ``index``'s post-activations.

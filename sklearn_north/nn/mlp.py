@@ -79,11 +79,12 @@ class GrowableMLP(nn.Module):
         ]
 
     @torch.no_grad()
-    def site_activations(self, X):
-        """Input, pre- and post-activations of every hidden layer on ``X``."""
+    def site_activations(self, X, n_sites=None):
+        """Input, pre- and post-activations of every hidden layer on ``X`` (of the first
+        ``n_sites`` only, where given: the forward pass stops there)."""
         act = ACTIVATIONS[self.activation]
         out = []
-        for layer in self.layers[:-1]:
+        for layer in self.layers[:-1][:n_sites]:
             pre = layer(X)
             post = act(pre)
             out.append(SiteActivations(inputs=X, pre=pre, post=post))
