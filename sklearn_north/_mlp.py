@@ -70,11 +70,13 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         Candidate neurons scored per growth event by ``north-select`` and ``north-pre``.
     trigger_interval : int or "auto", default="auto"
         When the triggers are evaluated. An int: every this many optimizer steps (1 = the
-        paper's protocol). ``"auto"``: after every step while the network grows; after
-        an evaluation at which nothing grew the wait doubles, up to the steps the sample
+        paper's protocol). ``"auto"``: for triggers that measure activations on the sample
+        buffer (NORTH-Select, -Pre, -Random), after every step while the network grows;
+        after an evaluation at which nothing grew the wait doubles, up to the steps the
         buffer takes to renew (``buffer_size / batch_size``); growth resets it to 1.
-        Growing layers are watched as in the paper, quiet ones at a fraction of the cost
-        (see ``sklearn_north.growth.GrowthCallback``).
+        Growing layers are watched as in the paper, quiet ones at a fraction of the cost.
+        Other triggers (weight, gradient, schedules) are evaluated after every step (see
+        ``sklearn_north.growth.GrowthCallback``).
     buffer_size : int or None, default=None
         Recent training samples on which activations are measured. ``None``: twice the
         largest maximum width. Must be larger than every maximum width for the strategies

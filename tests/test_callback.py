@@ -124,7 +124,7 @@ def test_trigger_interval(data, interval, make_growth_net):
 
 
 class ScriptedTrigger(Trigger):
-    """Reads statistics (so the adaptive schedule applies) and fires at given steps."""
+    """Measures activations (so the adaptive schedule applies) and fires at given steps."""
 
     needs_activations = True
 
@@ -176,11 +176,22 @@ def test_auto_interval_backs_off_while_nothing_grows(data, make_growth_net, buff
         assert len(expected) < n_steps / 2  # the point: fewer evaluations
 
 
-def test_auto_interval_evaluates_schedules_every_step(data, make_growth_net):
+class GradientReader(FixedTrigger):
+    """A trigger that judges each step's gradients (as T_grad does)."""
+
+    needs_gradients = True
+
+
+@pytest.mark.parametrize("trigger", [FixedTrigger(n=0), GradientReader(n=0)])
+def test_auto_interval_evaluates_schedules_and_gradient_triggers_every_step(
+    data, make_growth_net, trigger
+):
     X, y = data
-    # FixedTrigger reads no statistics: like a preset schedule it must see every step.
+    # Neither measures activations on the buffer: like a preset schedule (which follows
+    # a plan) or T_grad (each mini-batch anew), they see every step.
+    # A buffer that would take 4 steps to renew (64 / 16).
     callback = GrowthCallback(
-        FixedTrigger(n=0), SelectInit(n_candidates=8), trigger_interval="auto"
+        trigger, SelectInit(n_candidates=8), trigger_interval="auto", buffer_size=64
     )
     net = make_growth_net(callback, max_epochs=1)
     net.fit(X, y)

@@ -62,9 +62,10 @@ class GrowthCallback(Callback):
         takes to renew itself (``interval_cap_``: its capacity, or twice the largest
         maximum width, over the batch size); the first growth resets it to 1. A layer
         that grows is then watched as closely as by the paper's protocol, and a quiet
-        network costs one evaluation per buffer renewal instead of one per step. Triggers
-        that read no statistics (preset schedules, which follow a plan) are evaluated
-        after every step.
+        network costs one evaluation per buffer renewal instead of one per step. Only
+        triggers that measure activations on the buffer back off: preset schedules
+        follow a plan, and gradient triggers judge each mini-batch anew, so they are
+        evaluated after every step.
     buffer_size : int or None, default=None
         Samples kept for the activation statistics; ``None``: twice the largest maximum
         width. Must exceed every dense site's maximum width (the metric needs ``n > M``;
@@ -343,10 +344,12 @@ class GrowthCallback(Callback):
 
     def _interval_cap(self, net, sites):
         """The longest wait of ``trigger_interval="auto"``: the steps in which the sample
-        buffer (its capacity, by default twice the largest maximum width) is renewed; 1
-        for triggers that read no statistics (a schedule must follow its plan)."""
-        reads = ("needs_activations", "needs_gradients")
-        if not any(getattr(self.trigger_, flag, False) for flag in reads):
+        buffer (its capacity, by default twice the largest maximum width) is renewed, for
+        triggers that measure activations on it; 1 (every step) for the others: a
+        schedule must follow its plan, and a gradient trigger judges each mini-batch on
+        its own (fewer evaluations would be fewer chances to fire, not a cheaper view of
+        the same statistic)."""
+        if not getattr(self.trigger_, "needs_activations", False):
             return 1
         capacity = self.buffer_size or 2 * max(s.max_width or s.width for s in sites)
         batch_size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
