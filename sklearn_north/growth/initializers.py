@@ -346,13 +346,9 @@ class PreActivationInit(Initializer):
         b = producer.bias.detach().double() if producer.bias is not None else W.new_zeros(len(W))
         # Existing pre-activations in the orthonormal basis U = X V / sv: Z = U B.
         B = (V.T @ torch.cat([W, b[:, None]], dim=1).T) * sv[:, None]
-        Qb = _column_space(B)
-        if Qb is None:
-            w = random_rescaled_fan_in(site, n_cand, generator)
-            return _select_most_orthogonal(index, site, k, context, w, torch.zeros(n_cand))
-        a = torch.randn(len(sv), n_cand, generator=generator, dtype=torch.float64)
-        a = a.to(V.device)
-        a = a - Qb @ (Qb.T @ a)
+        a = _kernel_draws(B, n_cand, generator)
+        if a is None:
+            return self._random_candidates(index, site, k, n_cand, context, generator)
         # float64: this sum cancels heavily (kernel directions have singular values ~1e4
         # below the largest); in float32 the candidates lose their orthogonality and, on
         # MNIST, the first layer stalled at 548 neurons.
@@ -361,6 +357,13 @@ class PreActivationInit(Initializer):
         bias = w_aug[:, -1] * factors
         w = w.reshape(n_cand, *site.fan_in_shape)
         return _select_most_orthogonal(index, site, k, context, w, bias)
+
+    @staticmethod
+    def _random_candidates(index, site, k, n_cand, context, generator):
+        # The existing pre-activations span all the input can produce: no orthogonal
+        # candidate exists, random ones are scored instead.
+        w = random_rescaled_fan_in(site, n_cand, generator)
+        return _select_most_orthogonal(index, site, k, context, w, torch.zeros(n_cand))
 
     def _feature_directions(self, index, context):
         """Kept eigenvalues (float64, ascending) of ``A^T A`` and their eigenvectors ``V``
@@ -399,13 +402,9 @@ class PreActivationInit(Initializer):
         # The existing pre-activations Z = A [W, b]^T in the basis U: Z = U B with
         # B = U^T Z = sv V^T [W, b]^T, the feature path's B.
         B = U.T @ (_matmul_float64(X, W.T) + b)
-        Qb = _column_space(B)
-        if Qb is None:
-            w = random_rescaled_fan_in(site, n_cand, generator)
-            return _select_most_orthogonal(index, site, k, context, w, torch.zeros(n_cand))
-        a = torch.randn(len(eig), n_cand, generator=generator, dtype=torch.float64)
-        a = a.to(U.device)
-        a = a - Qb @ (Qb.T @ a)
+        a = _kernel_draws(B, n_cand, generator)
+        if a is None:
+            return self._random_candidates(index, site, k, n_cand, context, generator)
         # w = V a / sv = A^T c with c = U a / sv^2: a candidate's fan-in is X^T c, its
         # bias sum(c), its pre-activations A A^T c = X X^T c + sum(c) (= U a).
         C = U @ (a / eig[:, None])  # (n, n_cand)
@@ -423,6 +422,18 @@ class PreActivationInit(Initializer):
             fan_in=_to_site(site, w.reshape(k, *site.fan_in_shape)),
             bias=_to_site(site, C.sum(dim=0)),
         )
+
+
+def _kernel_draws(B, n_cand, generator):
+    """``n_cand`` Gaussian coefficient vectors (columns, float64) in the orthonormal basis
+    where the existing pre-activations are the columns of ``B`` (r x M), with their part in
+    ``B``'s column space removed; ``None`` when that space is all of ``R^r``."""
+    Qb = _column_space(B)
+    if Qb is None:
+        return None
+    a = torch.randn(B.shape[0], n_cand, generator=generator, dtype=torch.float64)
+    a = a.to(B.device)
+    return a - Qb @ (Qb.T @ a)
 
 
 def _matmul_float64(A, B):
