@@ -364,13 +364,20 @@ def plot(df, events, args, out, steps_per_epoch):
     plt = pyplot()
     if plt is None:
         return
-    colors = {label: f"C{i}" for i, label in enumerate(df["strategy"].unique())}
+    # One colour per strategy; its variants differ by marker and line style.
+    names = dict(zip(df["strategy"], df["name"]))
+    order = list(dict.fromkeys(df["name"]))
+    colors = {label: f"C{order.index(name) % 10}" for label, name in names.items()}
+    exact = {label: label.endswith("(exact)") for label in names}
     # Accuracy vs total hidden neurons: ours (runs and means) and the paper's.
     fig, ax = plt.subplots(figsize=(7, 5))
     for label, g in df.groupby("strategy", sort=False):
         c = colors[label]
-        ax.scatter(g["neurons"], g["accuracy"], color=c, alpha=0.3, s=12)
-        ax.scatter(g["neurons"].mean(), g["accuracy"].mean(), color=c, s=50, label=label)
+        marker = "x" if exact[label] else "o"
+        ax.scatter(g["neurons"], g["accuracy"], color=c, alpha=0.3, s=12, marker=marker)
+        ax.scatter(
+            g["neurons"].mean(), g["accuracy"].mean(), color=c, s=50, marker=marker, label=label
+        )
         paper = PAPER.get(g["name"].iloc[0])
         if paper:
             ax.scatter(paper[0] + paper[1], paper[2], facecolors="none", edgecolors=c, s=50)
@@ -395,7 +402,8 @@ def plot(df, events, args, out, steps_per_epoch):
             last = le["width"].iloc[-1] if len(le) else args.hidden[layer]
             steps = np.array([0, *le["step"], end]) / steps_per_epoch
             widths = [args.hidden[layer], *le["width"], last]
-            ax.step(steps, widths, where="post", color=colors[label], label=label)
+            style = "--" if exact[label] else "-"
+            ax.step(steps, widths, style, where="post", color=colors[label], label=label)
     for layer, ax in enumerate(axes[0]):
         ax.set_title(f"hidden layer {layer + 1}")
         ax.set_xlabel("epoch")
