@@ -72,6 +72,14 @@ def default_data_home():
     return str(SHARED_MNIST) if SHARED_MNIST.is_dir() else None
 
 
+def benchmark_parser(doc, quick):
+    """An argument parser described by the script's docstring's first line, with
+    ``--quick`` (``quick``: what a quick run is)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    return parser
+
+
 def add_gradient_options(parser):
     """``--grad-norms``, ``--grad-scale`` and ``--grad-reduction``: the threshold of the
     gradient trigger (default: ``GradientTrigger``'s); ``--rounding``: the orthogonality

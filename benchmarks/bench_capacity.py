@@ -39,6 +39,7 @@ import pandas as pd
 from _common import (
     DYNAMIC_STRATEGIES,
     RESULTS,
+    benchmark_parser,
     command_line,
     duration_text,
     environment,
@@ -233,11 +234,9 @@ def report(df, args, machine, elapsed):
 
 def main():
     start = time.perf_counter()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke run: 1 seed, 3 epochs, noise 0 and 100 %%, subsets 100 and 400 "
+    p = benchmark_parser(
+        __doc__,
+        "a smoke run: 1 seed, 3 epochs, noise 0 and 100 %%, subsets 100 and 400 "
         "(explicit options still apply)",
     )
     p.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)

@@ -26,7 +26,6 @@ complete: a cut run keeps what it measured) and ``cost.md`` (a table per dataset
 pairs meet the 1.5x bound, the command line and the machine); ``--out`` renames them.
 """
 
-import argparse
 import math
 import time
 
@@ -34,6 +33,7 @@ import pandas as pd
 from _common import (
     DYNAMIC_STRATEGIES,
     RESULTS,
+    benchmark_parser,
     command_line,
     default_data_home,
     duration_text,
@@ -326,11 +326,9 @@ def report(df, args, skipped, machine, elapsed):
 
 def main():
     start = time.perf_counter()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="a smoke run: 1 seed, 3 epochs, training sets capped at 500 samples, MNIST "
+    p = benchmark_parser(
+        __doc__,
+        "a smoke run: 1 seed, 3 epochs, training sets capped at 500 samples, MNIST "
         "1000 + 1000, pairs fitted once (explicit options still apply)",
     )
     p.add_argument(

@@ -32,6 +32,7 @@ from _common import (
     SHARED_MNIST,
     add_device_option,
     add_gradient_options,
+    benchmark_parser,
     build_strategy,
     command_line,
     default_data_home,
@@ -418,11 +419,9 @@ def plot(df, events, args, out, steps_per_epoch):
 
 def main():
     start = time.perf_counter()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="defaults of a short run: 1 seed, 3 epochs, 10000 training images "
+    p = benchmark_parser(
+        __doc__,
+        "defaults of a short run: 1 seed, 3 epochs, 10000 training images "
         "(explicit --seeds/--epochs/--n-train still apply)",
     )
     choices = [*DYNAMIC_STRATEGIES, *STATIC_BASELINES]

@@ -16,7 +16,6 @@ accuracy against k, means over seeds, next to the paper's); ``toy_quick.*`` with
 ``--quick``. ``--plot`` also writes a PNG if matplotlib is installed.
 """
 
-import argparse
 import time
 
 import pandas as pd
@@ -25,6 +24,7 @@ from _common import (
     DYNAMIC_STRATEGIES,
     RESULTS,
     add_gradient_options,
+    benchmark_parser,
     build_strategy,
     command_line,
     duration_text,
@@ -197,11 +197,9 @@ def plot(df, args, out):
 
 def main():
     start = time.perf_counter()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="defaults of a short run: k in {1, 4, 16}, 1 seed, 10 epochs (explicit "
+    p = benchmark_parser(
+        __doc__,
+        "defaults of a short run: k in {1, 4, 16}, 1 seed, 10 epochs (explicit "
         "--k/--seeds/--epochs still apply)",
     )
     p.add_argument(
