@@ -169,13 +169,13 @@ def test_trigger_skips_the_count_below_the_frobenius_bound(make_mlp, monkeypatch
     frobenius, sigma_max = float(G.norm()), float(torch.linalg.matrix_norm(G, ord=2))
     base = eq6_trigger().threshold(context.gradients(0))
     calls = []
-    original = metrics.count_singular_values_above
+    original = metrics.gram
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(metrics, "count_singular_values_above", counting)
+    monkeypatch.setattr(metrics, "gram", counting)
     above = eq6_trigger(scale=1.01 * frobenius / base)(0, site, context)
     assert above.n_neurons == 0 and not calls
     between = eq6_trigger(scale=1.01 * sigma_max / base)(0, site, context)
@@ -183,6 +183,12 @@ def test_trigger_skips_the_count_below_the_frobenius_bound(make_mlp, monkeypatch
     assert between.n_neurons == 0 and len(calls) == 1
     below = eq6_trigger(scale=0.99 * sigma_max / base)(0, site, context)
     assert below.n_neurons >= 1 and len(calls) == 2
+    # sigma_max, reported when the trigger fires, from the count's Gram: no second SVD.
+    assert below.metric == pytest.approx(sigma_max, rel=1e-9)
+    for method in ("eigh", "svd"):
+        again = eq6_trigger(scale=0.99 * sigma_max / base, method=method)(0, site, context)
+        assert again.n_neurons == below.n_neurons
+        assert again.metric == pytest.approx(sigma_max, rel=1e-9)
 
 
 def test_trigger_skips_G_below_a_bound_that_does_not_need_it(make_mlp, monkeypatch):

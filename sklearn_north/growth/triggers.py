@@ -362,10 +362,20 @@ class GradientTrigger(Trigger):
         # The margin covers the norm's float32 rounding.
         if float(torch.linalg.vector_norm(G)) * (1 + 1e-5) <= threshold:
             return TriggerDecision(0, float("nan"), threshold)
-        n = metrics.count_singular_values_above(G, threshold, self.method)
+        if self.method == "svd":
+            n = metrics.count_singular_values_above(G, threshold, self.method)
+            if n == 0:
+                return TriggerDecision(0, float("nan"), threshold)
+            metric = float(torch.linalg.matrix_norm(host(G.detach()).double(), ord=2))
+            return TriggerDecision(n, metric, threshold)
+        # The count's own Gram (of G's shorter side, as count_singular_values_above forms
+        # it) also gives sigma_max: its largest eigenvalue, at a fraction of the cost of
+        # the SVD of G that the 2-norm takes.
+        gram = metrics.gram(G if G.shape[0] >= G.shape[1] else G.T)
+        n = metrics.count_eigenvalues_above(gram, threshold * threshold, self.method)
         metric = float("nan")
         if n > 0:
-            metric = float(torch.linalg.matrix_norm(host(G.detach()).double(), ord=2))
+            metric = float(torch.linalg.eigvalsh(host(gram))[-1].clamp_min(0).sqrt())
         return TriggerDecision(n, metric, threshold)
 
 
