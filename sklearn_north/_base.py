@@ -247,9 +247,9 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         )
         _check_callbacks(self.callbacks, getattr(trigger, "can_grow", True))
         y_enc = encoder.transform(y)
-        gate, gate_data = None, None
-        if self.growth_gate is not None:
-            gate = copy.deepcopy(self.growth_gate)
+        gate, gate_data = self.growth_gate, None
+        if gate is not None:
+            # Its fraction decides the split; the callback works on a copy of the gate.
             gate.check_params()
             X, y_enc, sample_weight, gate_data = _hold_out(
                 X, y_enc, sample_weight, gate.validation_fraction, self._seed

@@ -123,3 +123,15 @@ def test_a_gate_needs_enough_samples_per_class():
     y[0] = 1  # one sample of class 1: no stratified hold-out keeps it in training
     with pytest.raises(ValueError, match="growth_gate holds out"):
         gated(growth_gate=HeldOutGate()).fit(X, y)
+
+
+@pytest.mark.parametrize("strategy", ["north-select", "gradmax"])
+def test_the_gate_checks_once_per_buffer_renewal_whatever_the_trigger(strategy):
+    X, y = noise_data(300, seed=2)
+    # 270 training samples: 9 batches of 32 per epoch; the default buffer of 2 x 160
+    # samples is renewed every 320 // 32 = 10 steps, also for T_grad, which keeps none
+    # and is evaluated at every step.
+    clf = gated(strategy=strategy, growth_gate=HeldOutGate()).set_params(max_epochs=4).fit(X, y)
+    callback = dict(clf.net_.callbacks_)["growth"]
+    assert callback.step_ == 4 * 9
+    assert len(callback.gate_.losses_) == callback.step_ // 10

@@ -185,6 +185,7 @@ class GrowthCallback(Callback):
         self.timings_ = {"trigger": 0.0, "initializer": 0.0}
         self.evaluations_ = 0
         self.interval_cap_ = 1
+        self._renewal = 1  # steps in which the sample buffer is renewed
         self._wait = 1  # steps from one evaluation to the next
         self._next_evaluation = 1
         self._generator = torch.Generator().manual_seed(_seed(self.random_state))
@@ -214,7 +215,13 @@ class GrowthCallback(Callback):
                 self._check_buffer_size(sites)
                 self.buffer_ = self._first_buffer(X, sites, net.device)
             self.total_steps_ = planned_steps(net, X, self.planned_epochs)
-            self.interval_cap_ = self._interval_cap(net, sites)
+            # The longest wait of trigger_interval="auto": the buffer's renewal, for
+            # triggers that measure activations on it; every step for the others (a
+            # schedule follows its plan; a gradient trigger judges each mini-batch anew,
+            # so fewer evaluations would be fewer chances to fire, not a cheaper view).
+            self._renewal = self._renewal_steps(net, sites)
+            reads_buffer = getattr(self.trigger_, "needs_activations", False)
+            self.interval_cap_ = self._renewal if reads_buffer else 1
             context = self._context(module)
             # Baselines on the untrained network and the first buffer (phi(f_0, l)).
             if hasattr(self.trigger_, "initialize"):
@@ -247,7 +254,7 @@ class GrowthCallback(Callback):
         elif self.step_ % self.trigger_interval == 0:
             self.grow(net)
         gate = getattr(self, "gate_", None)
-        if gate is not None and self.step_ % (gate.check_interval or self.interval_cap_) == 0:
+        if gate is not None and self.step_ % (gate.check_interval or self._renewal) == 0:
             gate.update(held_out_loss(net, *self.gate_data), self.step_)
 
     def on_epoch_end(self, net, **kwargs):
@@ -274,19 +281,17 @@ class GrowthCallback(Callback):
         sites = module.growth_sites()
         recorder = getattr(self, "_recorder", None)
         gradients = recorder.snapshot(sites) if recorder is not None else None
-        # Sites at their cap (or closed by the gate) are not evaluated: the forward pass
-        # of the sample buffer stops after the last site that is.
+        # Sites at their cap (nothing a trigger says could change them) or closed by the
+        # gate are not evaluated: the forward pass of the sample buffer stops after the
+        # last site that is.
         watched = [
             i for i, s in enumerate(sites) if s.room > 0 and (gate is None or gate.is_open(i))
         ]
         if not watched:
             return 0
         context = self._context(module, gradients, n_sites=watched[-1] + 1)
-        for index, site in enumerate(sites):
-            if site.room == 0:
-                continue  # nothing it could say would change the network
-            if gate is not None and not gate.is_open(index):
-                continue  # its growth stopped helping
+        for index in watched:
+            site = sites[index]
             tic = time.perf_counter()
             decision = self.trigger_(index, site, context)
             k = int(min(decision.n_neurons, site.room))
@@ -342,20 +347,18 @@ class GrowthCallback(Callback):
         if recorder is not None:
             recorder.detach()
 
-    def _interval_cap(self, net, sites):
-        """The longest wait of ``trigger_interval="auto"``: the steps in which the sample
-        buffer (its capacity, by default twice the largest maximum width) is renewed, for
-        triggers that measure activations on it; 1 (every step) for the others: a
-        schedule must follow its plan, and a gradient trigger judges each mini-batch on
-        its own (fewer evaluations would be fewer chances to fire, not a cheaper view of
-        the same statistic)."""
-        if not getattr(self.trigger_, "needs_activations", False):
+    def _buffer_capacity(self, sites):
+        """Samples the buffer keeps: ``buffer_size``, or twice the largest maximum width."""
+        if self.buffer_size is not None:
+            return self.buffer_size
+        return 2 * max(s.max_width if s.max_width else s.width for s in sites)
+
+    def _renewal_steps(self, net, sites):
+        """Optimizer steps in which the sample buffer is renewed (at least 1)."""
+        batch_size = _train_batch_size(net)
+        if batch_size is None:
             return 1
-        capacity = self.buffer_size or 2 * max(s.max_width or s.width for s in sites)
-        batch_size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
-        if batch_size in (-1, None):
-            return 1
-        return max(1, capacity // int(batch_size))
+        return max(1, self._buffer_capacity(sites) // batch_size)
 
     def _check_buffer_size(self, sites):
         # The activations of M dense neurons on n samples have rank <= n: with n <= M the
@@ -373,10 +376,7 @@ class GrowthCallback(Callback):
             )
 
     def _first_buffer(self, X, sites, device):
-        if self.buffer_size is not None:
-            capacity = self.buffer_size
-        else:
-            capacity = 2 * max(s.max_width if s.max_width else s.width for s in sites)
+        capacity = self._buffer_capacity(sites)
         buffer = SampleBuffer(capacity)
         n = min(capacity, len(X))
         rows = torch.randperm(len(X), generator=self._generator)[:n]
@@ -431,13 +431,20 @@ def planned_steps(net, X, epochs=None):
     except (TypeError, ValueError):
         return None
     epochs = net.max_epochs if epochs is None else epochs
-    kwargs = net.get_params_for("iterator_train")
-    batch_size = kwargs.get("batch_size", net.batch_size)
-    batch_size = n if batch_size in (-1, None) else int(batch_size)
+    batch_size = _train_batch_size(net)
+    batch_size = n if batch_size is None else batch_size
     if n == 0 or batch_size < 1:
         return 0
-    per_epoch = n // batch_size if kwargs.get("drop_last", False) else math.ceil(n / batch_size)
+    drop_last = net.get_params_for("iterator_train").get("drop_last", False)
+    per_epoch = n // batch_size if drop_last else math.ceil(n / batch_size)
     return int(epochs) * per_epoch
+
+
+def _train_batch_size(net):
+    """The training iterator's batch size (``iterator_train__batch_size``, else
+    ``net.batch_size``); ``None`` for ``-1``/``None`` (all samples in one batch)."""
+    batch_size = net.get_params_for("iterator_train").get("batch_size", net.batch_size)
+    return None if batch_size in (-1, None) else int(batch_size)
 
 
 def _seed(random_state):

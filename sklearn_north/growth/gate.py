@@ -34,8 +34,9 @@ class HeldOutGate(ParamsMixin):
         Checks without improvement, while a layer grew, that close it.
     check_interval : int or None, default=None
         Optimizer steps between checks. ``None``: the steps in which the sample buffer is
-        renewed (``GrowthCallback.interval_cap_``, ``buffer_size / batch_size``), so that
-        a layer that grows at every step is judged within a few buffers.
+        renewed (``buffer_size / batch_size``, the buffer's default size if the strategy
+        keeps none), so that a layer that grows at every step is judged within a few
+        buffers.
     tol : float, default=0.01
         Relative improvement of the held-out loss that counts.
 
