@@ -80,6 +80,14 @@ def benchmark_parser(doc, quick):
     return parser
 
 
+def fill_defaults(args, defaults, quick):
+    """Set each option of ``args`` left at ``None`` to its default: ``quick``'s with
+    ``--quick``, else ``defaults``' (explicit options always win)."""
+    for key, value in {**defaults, **(quick if args.quick else {})}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
 def add_gradient_options(parser):
     """``--grad-norms``, ``--grad-scale`` and ``--grad-reduction``: the threshold of the
     gradient trigger (default: ``GradientTrigger``'s); ``--rounding``: the orthogonality

@@ -43,6 +43,7 @@ from _common import (
     command_line,
     duration_text,
     environment,
+    fill_defaults,
     markdown_table,
     set_threads,
     warm_up,
@@ -273,11 +274,7 @@ def main():
     if unknown:
         p.error(f"unknown estimator parameter(s): {', '.join(sorted(unknown))}")
     defaults = dict(seeds=1, noise=[0.0, 0.5, 1.0], sizes=[100, 200, 400, 800])
-    if args.quick:
-        defaults.update(QUICK)
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, defaults, QUICK)
     set_threads(args.threads)
     machine = environment()
 

@@ -38,6 +38,7 @@ from _common import (
     default_data_home,
     duration_text,
     environment,
+    fill_defaults,
     grow_vs_static,
     markdown_table,
     set_threads,
@@ -387,11 +388,7 @@ def main():
         mnist_train=MNIST_TRAIN,
         mnist_test=10_000,
     )
-    if args.quick:
-        defaults.update(QUICK)
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, defaults, QUICK)
     set_threads(args.threads)
     machine = environment()
 

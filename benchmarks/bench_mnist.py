@@ -38,6 +38,7 @@ from _common import (
     default_data_home,
     duration_text,
     environment,
+    fill_defaults,
     fit_timed,
     grow_vs_static,
     is_cuda,
@@ -496,9 +497,7 @@ def main():
         "--out", default=None, help="results name (mnist or mnist_quick; _cuda appended on CUDA)"
     )
     args = p.parse_args()
-    for key, value in {**PROTOCOL, **(QUICK if args.quick else {})}.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, PROTOCOL, QUICK)
     out = args.out or ("mnist_quick" if args.quick else "mnist") + (
         "_cuda" if is_cuda(args.device) else ""
     )

@@ -29,6 +29,7 @@ from _common import (
     command_line,
     duration_text,
     environment,
+    fill_defaults,
     fit_timed,
     growth_timings,
     markdown_table,
@@ -234,9 +235,7 @@ def main():
     p.add_argument("--plot", action="store_true", help="also write a PNG (needs matplotlib)")
     p.add_argument("--out", default=None, help="results name (toy, or toy_quick)")
     args = p.parse_args()
-    for key, value in {**DEFAULTS, **(QUICK if args.quick else {})}.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    fill_defaults(args, DEFAULTS, QUICK)
     args.k = sorted(args.k)
     out = args.out or ("toy_quick" if args.quick else "toy")
     set_threads(args.threads)
