@@ -5,13 +5,17 @@ torch's ``DataLoader`` indexes a dataset one sample at a time and stacks the row
 small MLP's training step. ``BatchIterator`` indexes the arrays with a whole batch of
 indices (one NumPy fancy-indexing call) and yields the same batches in the same order as a
 ``DataLoader`` without workers would.
+
+Sparse inputs (SciPy CSR/CSC) are densified one batch at a time, never as a whole.
 """
 
 import math
 
 import numpy as np
 import torch
+from scipy import sparse
 from skorch.dataset import Dataset
+from torch.utils.data import Subset
 
 
 class BatchIterator:
@@ -21,8 +25,11 @@ class BatchIterator:
     shuffle, drop_last)`` with no workers: it draws the same two numbers from torch's
     global generator when an iteration starts (the loader's base seed, then the shuffling
     seed), so a seeded training run is unchanged. A skorch ``Dataset`` of NumPy arrays
-    (what the estimators build) is indexed directly, NumPy arrays come out and skorch
-    converts them to tensors; any other dataset is indexed with ``dataset[indices]``.
+    or of a SciPy sparse ``X`` (what the estimators build), or a torch ``Subset`` of one
+    (skorch's ``ValidSplit``), is indexed directly and NumPy arrays come out (skorch
+    converts them to tensors): a sparse ``X`` is densified batch by batch (``toarray()``:
+    C order, its dtype), so the batches equal those of ``X.toarray()`` without the whole
+    matrix ever being dense. Any other dataset is indexed with ``dataset[indices]``.
 
     Parameters
     ----------
@@ -65,14 +72,43 @@ class BatchIterator:
             yield take(order[lo:hi] if order is not None else slice(lo, hi))
 
     def _indexer(self):
-        dataset = self.dataset
+        dataset, rows = _unwrap_subsets(self.dataset)
         X, y = getattr(dataset, "X", None), getattr(dataset, "y", None)
-        if type(dataset) is Dataset and _is_array(X) and (y is None or _is_array(y)):
+        if type(dataset) is Dataset and _is_rows(X) and (y is None or _is_array(y)):
             # skorch's own indexing turns an index array into a list and type-checks
-            # every element (~0.6 ms per array for 512 rows).
-            return lambda i: dataset.transform(X[i], None if y is None else y[i])
+            # every element (~0.6 ms per array for 512 rows), and cannot densify a sparse
+            # batch of more than one row.
+            if sparse.issparse(X) and X.format != "csr":
+                X = X.tocsr()  # the format whose rows are cheap to take (no densifying)
+
+            def take(i):
+                if rows is not None:
+                    i = rows[i]
+                X_batch = X[i]
+                if sparse.issparse(X_batch):
+                    X_batch = X_batch.toarray()
+                return dataset.transform(X_batch, None if y is None else y[i])
+
+            return take
+        dataset = self.dataset
         return lambda i: dataset[np.arange(len(dataset))[i] if isinstance(i, slice) else i]
+
+
+def _unwrap_subsets(dataset):
+    """The dataset under any torch ``Subset`` wrappers and the rows of it they select
+    (``None``: all, in order): ``Subset(d, rows)[i]`` is ``d[rows[i]]``."""
+    rows = None
+    while isinstance(dataset, Subset):
+        indices = np.asarray(dataset.indices, dtype=np.intp)
+        rows = indices if rows is None else indices[rows]
+        dataset = dataset.dataset
+    return dataset, rows
 
 
 def _is_array(a):
     return isinstance(a, np.ndarray) and a.ndim >= 1
+
+
+def _is_rows(X):
+    """Whether ``X`` is indexed by rows directly: a NumPy array or a 2-D sparse matrix."""
+    return _is_array(X) or (sparse.issparse(X) and X.ndim == 2)

@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 import torch
+from scipy import sparse
 from sklearn.datasets import load_digits
 from skorch.dataset import Dataset
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 import sklearn_north._base as base
 from sklearn_north import GrowingMLPClassifier
@@ -84,3 +85,62 @@ def test_a_growing_fit_is_the_one_torchs_dataloader_would_give(monkeypatch):
     assert ours.hidden_layer_sizes_ != (16, 16)  # it grew
     for a, b in zip(ours.module_.parameters(), theirs.module_.parameters()):
         assert torch.equal(a, b)
+
+
+_SPARSE_FORMATS = [sparse.csr_matrix, sparse.csr_array, sparse.csc_matrix, sparse.csc_array]
+
+
+def _sparse_pair(n=23, to_sparse=sparse.csr_matrix):
+    """A dense float32 matrix with many zeros and the same matrix in ``to_sparse``."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    X[X < 0.3] = 0
+    return X, to_sparse(X)
+
+
+def _batches(dataset, batch_size, shuffle, seed=3):
+    torch.manual_seed(seed)
+    batches = list(BatchIterator(dataset, batch_size, shuffle=shuffle))
+    return batches, torch.get_rng_state()
+
+
+@pytest.mark.parametrize("to_sparse", _SPARSE_FORMATS)
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("batch_size", [1, 5, 40])
+@pytest.mark.parametrize("with_y", [True, False])
+def test_sparse_X_yields_the_dense_arrays_batches(to_sparse, shuffle, batch_size, with_y):
+    X, X_sparse = _sparse_pair(to_sparse=to_sparse)
+    y = np.arange(len(X)) if with_y else None
+    dense, dense_state = _batches(Dataset(X, y), batch_size, shuffle)
+    ours, our_state = _batches(Dataset(X_sparse, y), batch_size, shuffle)
+    assert torch.equal(dense_state, our_state)
+    assert len(ours) == len(dense) == -(-len(X) // batch_size)
+    for (Xb, yb), (Xb_ref, yb_ref) in zip(ours, dense):
+        # Dense NumPy rows, as for the dense array (skorch turns them into tensors).
+        assert type(Xb) is np.ndarray and Xb.dtype == np.float32 and Xb.flags.c_contiguous
+        np.testing.assert_array_equal(Xb, Xb_ref)
+        if with_y:
+            np.testing.assert_array_equal(yb, yb_ref)
+    if shuffle and batch_size < len(X):  # the order really was shuffled
+        assert not np.array_equal(np.concatenate([Xb for Xb, _ in ours]), X)
+
+
+@pytest.mark.parametrize("to_sparse", [None, sparse.csr_matrix, sparse.csc_array])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_subset_yields_the_batches_torchs_dataloader_would_give(to_sparse, shuffle):
+    # skorch's ValidSplit wraps the dataset in torch Subsets: indexed through their rows,
+    # in one call (skorch's Dataset cannot index several rows of a sparse matrix at once).
+    X, _ = _sparse_pair(n=30)
+    y = np.arange(30)
+    rows = np.random.default_rng(0).permutation(30)[:21]
+    inner = Subset(Dataset(X if to_sparse is None else to_sparse(X), y), rows)
+    nested = Subset(inner, list(range(20, 1, -2)))
+    reference = Subset(Subset(Dataset(X, y), rows), list(range(20, 1, -2)))
+    ours, our_state = _batches(nested, 3, shuffle)
+    torch.manual_seed(3)
+    theirs = list(DataLoader(reference, batch_size=3, shuffle=shuffle))
+    assert torch.equal(our_state, torch.get_rng_state())
+    assert len(ours) == len(theirs) == 4
+    for (Xb, yb), (Xb_ref, yb_ref) in zip(ours, theirs):
+        assert torch.equal(torch.as_tensor(Xb), Xb_ref)
+        assert torch.equal(torch.as_tensor(yb), yb_ref)

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import torch
+from scipy import sparse
 from skorch.callbacks import Callback
 from skorch.dataset import get_len
 from torch import nn
@@ -378,9 +379,9 @@ class GrowthCallback(Callback):
     def _first_buffer(self, X, sites, device):
         capacity = self._buffer_capacity(sites)
         buffer = SampleBuffer(capacity)
-        n = min(capacity, len(X))
-        rows = torch.randperm(len(X), generator=self._generator)[:n]
-        # Index before converting: X may be the whole training set.
+        n_samples = X.shape[0] if sparse.issparse(X) else len(X)  # sparse has no len
+        rows = torch.randperm(n_samples, generator=self._generator)[: min(capacity, n_samples)]
+        # Index before converting (or densifying): X may be the whole training set.
         rows = rows.to(X.device) if torch.is_tensor(X) else rows.numpy()
         buffer.extend(_as_tensor(X[rows], device))
         return buffer
@@ -454,6 +455,10 @@ def _seed(random_state):
 
 
 def _as_tensor(X, device):
+    """``X`` as a float32 tensor on ``device``; a SciPy sparse ``X`` is densified, so pass
+    only the rows needed."""
+    if sparse.issparse(X):
+        X = X.toarray()
     if not torch.is_tensor(X):
         X = torch.as_tensor(np.asarray(X, dtype=np.float32))
     return X.to(device=device, dtype=torch.float32)

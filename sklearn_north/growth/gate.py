@@ -13,6 +13,7 @@ import math
 import numbers
 
 import torch
+from scipy import sparse
 
 from ._params import ParamsMixin
 
@@ -118,15 +119,20 @@ class HeldOutGate(ParamsMixin):
 
 
 def held_out_loss(net, X, y):
-    """Mean loss of ``net``'s module on ``(X, y)`` under its criterion, in eval mode."""
+    """Mean loss of ``net``'s module on ``(X, y)`` under its criterion, in eval mode.
+
+    ``X``: an array, a tensor or a SciPy sparse matrix (densified 1024 rows at a time).
+    """
     module = net.module_
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
             total, n = 0.0, 0
-            for start in range(0, len(X), 1024):
-                Xb = torch.as_tensor(X[start : start + 1024], device=net.device)
+            n_samples = X.shape[0] if sparse.issparse(X) else len(X)  # sparse has no len
+            for start in range(0, n_samples, 1024):
+                Xb = X[start : start + 1024]
+                Xb = torch.as_tensor(Xb.toarray() if sparse.issparse(Xb) else Xb, device=net.device)
                 yb = torch.as_tensor(y[start : start + 1024], device=net.device)
                 logits = module(Xb)
                 total += float(net.criterion_(logits, yb)) * len(Xb)
