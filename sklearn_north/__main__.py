@@ -5,7 +5,8 @@
 Every option defaults to the estimator's own default (``GrowingMLPClassifier()``), except
 ``--seed`` (0, so that the report is reproducible) and ``--quiet`` (the per-epoch table is
 shown). Prints one line per epoch (loss, widths, time), then the final widths, what grew
-where and when, the number of parameters, the test accuracy and the fit time.
+where and when, the epochs trained (and the best validation score under
+``--early-stopping``), the number of parameters, the test accuracy and the fit time.
 """
 
 import argparse
@@ -53,7 +54,14 @@ OPTIONS = {
     "lr": "--lr",
     "batch_size": "--batch-size",
     "max_epochs": "--epochs",
+    "alpha": "--alpha",
+    "shuffle": "--no-shuffle",
+    "tol": "--tol",
+    "n_iter_no_change": "--n-iter-no-change",
+    "early_stopping": "--early-stopping",
+    "validation_fraction": "--validation-fraction",
     "device": "--device",
+    "n_threads": "--threads",
     "random_state": "--seed",
     "verbose": "--quiet",
     "growth_gate": "--gate",
@@ -80,6 +88,7 @@ NONE_MEANS = {
     "schedule_target": "the max widths",
     "gamma": f"the strategy's trigger's own: {_gamma_defaults()}",
     "buffer_size": "2 x largest max width",
+    "n_threads": "torch's own setting, by default one thread per core",
 }
 
 
@@ -129,6 +138,16 @@ def _int_or_str(text):
         return int(text)
     except ValueError:
         return text
+
+
+def _int_or_none(text):
+    """An int, or None for ``"none"`` (any case)."""
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or 'none', got {text!r}") from None
 
 
 def _fraction(text):
@@ -202,9 +221,37 @@ def build_parser():
     add("activation", "hidden layers' activation function")
     add("optimizer", "torch optimizer")
     add("lr", "learning rate", type=float)
-    add("batch_size", "mini-batch size", type=int)
-    add("max_epochs", "training epochs", type=int)
+    words = "".join(f" or {s!r}" for s in str_options("batch_size"))
+    add(
+        "batch_size",
+        f"mini-batch size (an int{words}; see GrowingMLPClassifier)",
+        type=_int_or_str,
+    )
+    add("max_epochs", "training epochs, at most (see --n-iter-no-change)", type=int)
+    add("alpha", "L2 penalty on the weights, as MLPClassifier's", type=float)
+    add(
+        "tol",
+        "improvement of the training loss (the validation score under --early-stopping) "
+        "that counts",
+        type=float,
+    )
+    add(
+        "n_iter_no_change",
+        "stop once more than this many epochs in a row improved by less than --tol; "
+        "'none': train every epoch (the paper's protocol)",
+        type=_int_or_none,
+    )
+    add(
+        "validation_fraction",
+        "share of the training data held out under --early-stopping",
+        type=float,
+    )
     add("device", "torch device, e.g. cuda")
+    add(
+        "n_threads",
+        "torch threads during the fit and prediction (1 where other processes share the cores)",
+        type=int,
+    )
     add("random_state", "seed of the split, the weights, shuffling and candidates", type=int)
     p.add_argument(
         "--test-size",
@@ -220,6 +267,23 @@ def build_parser():
         default=default("growth_gate"),
         help="stop growing a layer once a held-out 10%% of the training data stops "
         "improving (growth_gate=HeldOutGate(), beyond the paper) (default: no gate)",
+    )
+    p.add_argument(
+        OPTIONS["early_stopping"],
+        dest="early_stopping",
+        action="store_const",
+        const=True,
+        default=default("early_stopping"),
+        help="hold out --validation-fraction of the training data, stop once its accuracy "
+        "stops improving and keep the network of the best epoch (default: off)",
+    )
+    p.add_argument(
+        OPTIONS["shuffle"],
+        dest="shuffle",
+        action="store_const",
+        const=False,
+        default=default("shuffle"),
+        help="train on the samples in the same order every epoch (default: shuffled)",
     )
     p.add_argument(
         OPTIONS["verbose"],
@@ -295,7 +359,8 @@ def timeline_epochs(history, n_epochs, n_points=5):
 def growth_report(clf, initial, maximum):
     """Lines saying what grew, where and when."""
     history = clf.growth_history_
-    n_steps = sum(len(row["batches"]) for row in clf.net_.history)
+    # Training batches only: under early stopping the history also records validation ones.
+    n_steps = sum("train_loss" in batch for row in clf.net_.history for batch in row["batches"])
     lines = [
         f"growth events     : {len(history)} in {_plural(clf.n_iter_, 'epoch')} "
         f"({_plural(n_steps, 'optimizer step')})"
@@ -365,6 +430,12 @@ def main(argv=None):
     print(f"final widths      : {clf.hidden_layer_sizes_} (started at {initial})")
     for line in growth_report(clf, initial, maximum):
         print(line)
+    print(f"epochs trained    : {clf.n_iter_} of at most {clf.max_epochs}")
+    if clf.early_stopping:
+        print(
+            f"best validation   : {clf.best_validation_score_:.4f} (accuracy on the held-out "
+            f"{100 * clf.validation_fraction:g}% of the training data)"
+        )
     print(f"parameters        : {n_params}")
     print(f"test accuracy     : {clf.score(X_test, y_test):.4f}")
     print(f"fit time          : {fit_time:.1f} s")

@@ -5,7 +5,9 @@ scikit-learn glue around the growth engine in ``growth/``.
 """
 
 import copy
+import inspect
 import warnings
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -18,12 +20,15 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
-from skorch import NeuralNetClassifier
-from skorch.callbacks import EarlyStopping
-from skorch.utils import to_tensor
+from skorch.callbacks import Callback, EarlyStopping
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
 
 from ._batches import BatchIterator
 from ._divergence import DivergenceGuard, check_finite_weights
+from ._interrupt import deferred_interrupt
+from ._net import GrowingNet, StopTraining
+from ._stopping import ConvergenceStop
 from .exceptions import GrowthCapacityWarning
 from .growth import (
     EVENT_COLUMNS,
@@ -53,15 +58,40 @@ _FITTED_ATTRIBUTES = (
     "hidden_layer_sizes_",
     "growth_history_",
     "loss_curve_",
+    "loss_",
+    "best_loss_",
+    "validation_scores_",
+    "best_validation_score_",
+    "t_",
     "n_iter_",
+    "n_layers_",
+    "n_outputs_",
+    "out_activation_",
     "_seed",
     "_built_with",
 )
+# Set by input validation (validate_data with reset=True).
+_FEATURE_ATTRIBUTES = ("n_features_in_", "feature_names_in_")
 
 #: Parameters a continuing fit (``warm_start``, ``partial_fit``) applies as they are now;
 #: every other one built the network, its growth strategy or its training, and may not
 #: change between fits of the same network.
-_CONTINUABLE_PARAMS = frozenset({"lr", "batch_size", "max_epochs", "verbose", "warm_start"})
+_CONTINUABLE_PARAMS = frozenset(
+    {
+        "lr",
+        "batch_size",
+        "max_epochs",
+        "alpha",
+        "shuffle",
+        "tol",
+        "n_iter_no_change",
+        "early_stopping",
+        "validation_fraction",
+        "n_threads",
+        "verbose",
+        "warm_start",
+    }
+)
 
 
 class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
@@ -81,7 +111,9 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         ],
         "gamma": [Interval(Real, 0, 1, closed="right"), None],
         "trigger_rounding": [StrOptions(set(ROUNDINGS))],
-        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        # Singular values of normalised activations or weights above epsilon count: from
+        # 1 up, unit-scale directions no longer count and nothing can grow.
+        "epsilon": [Interval(Real, 0, 1, closed="neither")],
         "n_candidates": [Interval(Integral, 1, None, closed="left")],
         "trigger_interval": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "buffer_size": [Interval(Integral, 2, None, closed="left"), None],
@@ -90,10 +122,17 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         "optimizer": [StrOptions(set(OPTIMIZERS)), type],
         "optimizer_params": [dict, None],
         "lr": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "shuffle": ["boolean"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "callbacks": [list, None],
         "device": [str, torch.device],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -107,9 +146,15 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         With ``warm_start=True`` and a fitted estimator, training (and growth) continues
         on the grown network for ``max_epochs`` more epochs.
 
+        Ctrl-C stops training after the optimizer step that is running (and any growth
+        in it), warns, and keeps the network as it is then. Input rejected by validation
+        leaves a fitted estimator as it was; a fresh fit that fails later leaves no
+        fitted state, a continuation that fails puts back the model of before the call.
+
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Sparse input is densified one mini-batch at a time.
         y : array-like of shape (n_samples,)
         sample_weight : array-like of shape (n_samples,), default=None
             Non-negative weights: each mini-batch's loss is the weighted mean of its
@@ -120,38 +165,50 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         -------
         self : object
         """
-        if self.warm_start and hasattr(self, "net_"):
-            return self._continue(X, y, self.max_epochs, sample_weight)
-        return self._guarded(self._fit_new, X, y, self.max_epochs, None, sample_weight)
+        self._validate_params()
+        with _torch_threads(self.n_threads):
+            if self.warm_start and hasattr(self, "net_"):
+                return self._continue(X, y, self.max_epochs, sample_weight, incremental=False)
+            return self._fit_new(X, y, self.max_epochs, None, sample_weight, incremental=False)
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Train (and grow) for one epoch on ``X, y``, continuing from the current network.
+
+        Never stops early and holds nothing out (``early_stopping`` applies to ``fit``).
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
-        classes : array-like of shape (n_classes,), default=None
-            All classes that can appear in ``y``. Required on the first call.
         sample_weight : array-like of shape (n_samples,), default=None
             See ``fit``.
+        classes : array-like of shape (n_classes,), default=None
+            All classes that can appear in ``y``. Required on the first call; later
+            calls may repeat it, unchanged.
 
         Returns
         -------
         self : object
         """
-        if not hasattr(self, "net_"):
-            if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit.")
-            return self._guarded(self._fit_new, X, y, 1, classes, sample_weight)
-        return self._continue(X, y, 1, sample_weight)
+        self._validate_params()
+        with _torch_threads(self.n_threads):
+            if not hasattr(self, "net_"):
+                if classes is None:
+                    raise ValueError("classes must be passed on the first call to partial_fit.")
+                return self._fit_new(X, y, 1, classes, sample_weight, incremental=True)
+            if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+                raise ValueError(
+                    f"`classes={np.unique(classes)!r}` is not the same as on last call to "
+                    f"partial_fit, was: {self.classes_!r}"
+                )
+            return self._continue(X, y, 1, sample_weight, incremental=True)
 
     def predict_proba(self, X):
         """Class probabilities, columns ordered as ``classes_``.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
@@ -160,16 +217,33 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         # Iterating a DataLoader draws a seed from torch's global generator: keep it intact.
-        with torch.random.fork_rng(devices=_cuda_devices(self.device)):
+        with (
+            _torch_threads(self.n_threads),
+            torch.random.fork_rng(devices=_cuda_devices(self.device)),
+        ):
             proba = self.net_.predict_proba(X)
         return proba.astype(np.float64, copy=False)
+
+    def predict_log_proba(self, X):
+        """Logarithm of the class probabilities, columns ordered as ``classes_``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
 
     def predict(self, X):
         """Predicted class labels.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
 
         Returns
         -------
@@ -187,13 +261,14 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
+        tags.input_tags.sparse = True
         return tags
 
     # -- fitting ------------------------------------------------------------------------
 
     def _validate_params(self):
         super()._validate_params()
-        # What _parameter_constraints cannot say: a class must be a torch optimizer.
+        # What _parameter_constraints cannot say.
         optimizer = self.optimizer
         if isinstance(optimizer, type) and not issubclass(optimizer, torch.optim.Optimizer):
             raise InvalidParameterError(
@@ -201,23 +276,46 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 f"{sorted(OPTIMIZERS)} or a subclass of torch.optim.Optimizer. Got "
                 f"{optimizer!r} instead."
             )
+        _check_optimizer_params(OPTIMIZERS.get(optimizer, optimizer), self.optimizer_params)
+        _check_device(self.device)
+        _check_callback_types(self.callbacks)
 
-    def _guarded(self, method, *args):
-        # A fit that raises (or is interrupted) must not leave a fitted-looking estimator:
-        # the network may be half-trained or half-grown.
+    def _fit_new(self, X, y, epochs, classes, sample_weight, incremental):
+        previous = {k: self.__dict__[k] for k in _FITTED_ATTRIBUTES if k in self.__dict__}
         try:
-            return method(*args)
+            net, data, seed, classes_ = self._build(
+                X, y, epochs, classes, sample_weight, incremental
+            )
+        except BaseException:
+            # Rejected input or parameters: the previous model (if any) stays as it was.
+            for name in _FITTED_ATTRIBUTES:
+                self.__dict__.pop(name, None)
+            self.__dict__.update(previous)
+            raise
+        # From here on the previous model is gone: a failure leaves no fitted state.
+        features = {k: self.__dict__[k] for k in _FEATURE_ATTRIBUTES if k in self.__dict__}
+        for name in _FITTED_ATTRIBUTES:
+            self.__dict__.pop(name, None)
+        try:
+            with _TorchSeed(seed, self.device):
+                net.initialize()
+                stopped = self._train(net, data, epochs, incremental)
         except BaseException:
             for name in _FITTED_ATTRIBUTES:
                 self.__dict__.pop(name, None)
             raise
+        self.__dict__.update(features)
+        self.classes_ = classes_
+        self.net_ = net
+        self._seed = seed
+        self._built_with = self._params_snapshot()
+        self._set_fitted_attributes()
+        _warn_if_interrupted(stopped)
+        return self
 
-    def _fit_new(self, X, y, epochs, classes, sample_weight=None):
-        # Starting over: the previous model is gone even if validation fails.
-        for name in _FITTED_ATTRIBUTES:
-            self.__dict__.pop(name, None)
-        self._validate_params()
-        built_with = self._params_snapshot()
+    def _build(self, X, y, epochs, classes, sample_weight, incremental):
+        """Everything a fresh fit checks and builds before training: returns the skorch
+        net (not yet initialized), the training data, the seed and ``classes_``."""
         X, y = self._validate_Xy(X, y, reset=True)
         sample_weight = _validate_sample_weight(sample_weight, X)
         encoder = LabelEncoder().fit(y if classes is None else np.asarray(classes))
@@ -232,8 +330,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             )
         initial, maximum = self._widths()
         target = self._schedule_target(initial, maximum)
-        _check_device(self.device)
-        self._seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         # Fresh copies: fit never modifies the objects of a custom strategy.
         trigger, initializer = make_strategy(
             self.strategy,
@@ -245,45 +342,50 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             schedule_target=target,
             schedule_end=self.schedule_end,
         )
-        _check_callbacks(self.callbacks, getattr(trigger, "can_grow", True))
-        y_enc = encoder.transform(y)
+        validation = self.early_stopping and not incremental
+        _check_callbacks(self.callbacks, getattr(trigger, "can_grow", True), validation)
+        data = self._training_data(X, encoder.transform(y), sample_weight, seed, incremental)
         gate, gate_data = self.growth_gate, None
         if gate is not None:
             # Its fraction decides the split; the callback works on a copy of the gate.
             gate.check_params()
-            X, y_enc, sample_weight, gate_data = _hold_out(
-                X, y_enc, sample_weight, gate.validation_fraction, self._seed
+            X_fit, y_fit, w_fit, held = _stratified_split(
+                *data.train, gate.validation_fraction, seed, "growth_gate"
             )
+            gate_data = held[:2]  # the gate's loss is unweighted
+            data = _TrainingData((X_fit, y_fit, w_fit), data.valid)
         if classes is None and getattr(trigger, "needs_activations", False):
-            _warn_small_training_set(len(X), maximum)
+            _warn_small_training_set(data.n_train, maximum)
         growth = GrowthCallback(
             trigger,
             initializer,
             trigger_interval=self.trigger_interval,
             buffer_size=self.buffer_size,
             activation_source=self.activation_source,
-            random_state=self._seed,
+            random_state=seed,
             # Schedules plan for max_epochs epochs (partial_fit calls count as epochs).
             planned_epochs=self.max_epochs,
             gate=gate,
             gate_data=gate_data,
         )
-        module, module_kwargs = self._module_spec(X, len(encoder.classes_), initial, maximum)
+        n_classes = len(encoder.classes_)
+        module, module_kwargs = self._module_spec(X, n_classes, initial, maximum)
         optimizer = OPTIMIZERS.get(self.optimizer, self.optimizer)
         optimizer_kwargs = {f"optimizer__{k}": v for k, v in (self.optimizer_params or {}).items()}
         module_kwargs = {f"module__{k}": v for k, v in module_kwargs.items()}
-        net = _GrowingNet(
+        net = GrowingNet(
             module,
             criterion=torch.nn.CrossEntropyLoss,
             optimizer=optimizer,
             lr=self.lr,
-            batch_size=self.batch_size,
+            alpha=self.alpha,
+            batch_size=_batch_size(self.batch_size, data.n_train),
             max_epochs=epochs,
             train_split=None,
             # Batches indexed at once (torch's DataLoader indexes row by row).
             iterator_train=BatchIterator,
             iterator_valid=BatchIterator,
-            iterator_train__shuffle=True,
+            iterator_train__shuffle=self.shuffle,
             # Copies: skorch initializes (mutates) the callbacks it is given, and fit must
             # not modify the estimator's parameters nor share state with other fits.
             # The guard first: no trigger is evaluated after a non-finite loss.
@@ -291,26 +393,28 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 ("divergence", DivergenceGuard()),
                 ("growth", growth),
                 *clone(self.callbacks or [], safe=False),
+                ("stopping", ConvergenceStop()),
             ],
-            classes=list(range(len(encoder.classes_))),
+            classes=list(range(n_classes)),
             device=self.device,
             verbose=int(self.verbose),
             **module_kwargs,
             **optimizer_kwargs,
         )
-        with self._seeded(0):
-            net.initialize()
-            self._train(net, X, _targets(y_enc, sample_weight), epochs)
-        self.classes_ = encoder.classes_
-        self.net_ = net
-        self._built_with = built_with
-        self._set_fitted_attributes()
-        return self
+        return net, data, seed, encoder.classes_
 
-    def _continue(self, X, y, epochs, sample_weight=None):
-        # Input rejected here leaves the model as it was (nothing was touched yet); a
-        # failure during training removes it.
-        self._validate_params()
+    def _training_data(self, X, y_enc, sample_weight, seed, incremental):
+        """The data of one call: all of it, or (under early stopping, in ``fit``) a
+        stratified split into training and validation parts."""
+        if not (self.early_stopping and not incremental):
+            return _TrainingData((X, y_enc, sample_weight), None)
+        X, y_enc, sample_weight, (X_val, y_val, w_val) = _stratified_split(
+            X, y_enc, sample_weight, self.validation_fraction, seed, "early_stopping"
+        )
+        return _TrainingData((X, y_enc, sample_weight), (X_val, y_val, w_val))
+
+    def _continue(self, X, y, epochs, sample_weight, incremental):
+        # Input rejected here leaves the model as it was (nothing was touched yet).
         self._check_unchanged_params()
         X, y = self._validate_Xy(X, y, reset=False)
         sample_weight = _validate_sample_weight(sample_weight, X)
@@ -320,36 +424,87 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 f"y contains labels {unknown} that were not seen in the first fit "
                 f"(classes_ = {self.classes_})."
             )
-        y_enc = _targets(np.searchsorted(self.classes_, y), sample_weight)
-        return self._guarded(self._train_more, X, y_enc, epochs)
-
-    def _train_more(self, X, y_enc, epochs):
-        # lr, batch_size and verbose as they are now (an LRScheduler's lr is left alone
-        # unless lr itself was changed: the net keeps the lr it was last given).
-        if self.lr != self.net_.lr:
-            for group in self.net_.optimizer_.param_groups:
-                group["lr"] = self.lr
-            self.net_.lr = self.lr
-        self.net_.batch_size = self.batch_size
-        self.net_.verbose = int(self.verbose)
-        with self._seeded(self.n_iter_):
-            self._train(self.net_, X, y_enc, epochs)
-        self._set_fitted_attributes()
+        if self.early_stopping and not incremental:
+            _check_callbacks(self.callbacks, True, True)
+        seed = self._seed + self.n_iter_
+        data = self._training_data(
+            X, np.searchsorted(self.classes_, y), sample_weight, seed, incremental
+        )
+        # A failure during training puts back the model of before the call.
+        previous = {k: self.__dict__[k] for k in _FITTED_ATTRIBUTES if k in self.__dict__}
+        previous["net_"] = copy.deepcopy(self.net_)
+        try:
+            stopped = self._train_more(data, epochs, incremental, seed)
+        except BaseException:
+            for name in _FITTED_ATTRIBUTES:
+                self.__dict__.pop(name, None)
+            self.__dict__.update(previous)
+            raise
+        _warn_if_interrupted(stopped)
         return self
 
-    def _train(self, net, X, y, epochs):
+    def _train_more(self, data, epochs, incremental, seed):
+        # lr, batch_size and the other continuable parameters as they are now (an
+        # LRScheduler's lr is left alone unless lr itself was changed: the net keeps the
+        # lr it was last given).
+        net = self.net_
+        if self.lr != net.lr:
+            for group in net.optimizer_.param_groups:
+                group["lr"] = self.lr
+            net.lr = self.lr
+        net.batch_size = _batch_size(self.batch_size, data.n_train)
+        net.verbose = int(self.verbose)
+        net.alpha = self.alpha
+        net.iterator_train__shuffle = self.shuffle
+        with _TorchSeed(seed, self.device):
+            stopped = self._train(net, data, epochs, incremental)
+        self._set_fitted_attributes()
+        return stopped
+
+    def _train(self, net, data, epochs, incremental):
+        """Train ``net`` for ``epochs`` epochs at most; returns why it stopped early
+        (a key of ``STOP_REASONS``) or None."""
+        stopping = dict(net.callbacks_)["stopping"]
+        stopping.start(
+            active=not incremental,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            early_stopping=self.early_stopping,
+        )
+        X, y = data.train[0], _targets(data.train[1], data.train[2])
+        net.train_split = (
+            None
+            if data.valid is None
+            else predefined_split(Dataset(data.valid[0], _targets(data.valid[1], data.valid[2])))
+        )
+        net.stop_request_ = None
         # skorch's own partial_fit swallows every KeyboardInterrupt and returns a
-        # half-trained net. Running its loop directly lets an interrupt (Ctrl-C) propagate
-        # and be cleaned up; only skorch's EarlyStopping, which stops training by raising
-        # one, ends it normally.
+        # half-trained net: its loop is run directly. A stop request (Ctrl-C, the
+        # stopping rule) ends it after a complete step; skorch's EarlyStopping, which
+        # stops training by raising KeyboardInterrupt, ends it normally too.
+        stopped = None
         net.notify("on_train_begin", X=X, y=y)
-        try:
-            net.fit_loop(X, y, epochs=epochs)
-        except KeyboardInterrupt:
-            if not _stopped_early(net):
+        with deferred_interrupt(net):
+            try:
+                net.fit_loop(X, y, epochs=epochs)
+            except StopTraining as stop:
+                stopped = stop.reason
+                net.close_epoch()
+            except KeyboardInterrupt:
+                if not _stopped_early(net):
+                    raise
+            except KeyError as exc:
+                if str(exc.args[0] if exc.args else "").startswith("valid"):
+                    raise ValueError(
+                        f"A callback needs {exc.args[0]!r}, which only a validation split "
+                        "provides: set early_stopping=True (validation_fraction of the "
+                        "data is then held out)."
+                    ) from exc
                 raise
         net.notify("on_train_end", X=X, y=y)
+        stopping.restore_best(net)
         check_finite_weights(net.module_)
+        return None if stopped == "converged" else stopped
 
     def _params_snapshot(self):
         """The parameters a continuing fit may not change, as they are now."""
@@ -375,30 +530,45 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 "back, or fit with warm_start=False to build a new network."
             )
 
-    def _seeded(self, offset):
-        return _TorchSeed(self._seed + offset, self.device)
-
     def _set_fitted_attributes(self):
-        growth = dict(self.net_.callbacks_)["growth"]
+        callbacks = dict(self.net_.callbacks_)
+        growth, stopping = callbacks["growth"], callbacks["stopping"]
         module = self.net_.module_
+        history = self.net_.history
         self.hidden_layer_sizes_ = tuple(site.width for site in module.growth_sites())
         self.growth_history_ = pd.DataFrame(growth.events_, columns=list(EVENT_COLUMNS)).astype(
             EVENT_DTYPES
         )
-        self.loss_curve_ = [float(v) for v in self.net_.history[:, "train_loss"]]
-        self.n_iter_ = len(self.net_.history)
+        self.loss_curve_ = [float(v) for v in history[:, "train_loss"]]
+        self.loss_ = self.loss_curve_[-1]
+        self.n_iter_ = len(history)
+        # Samples seen in training, as MLPClassifier's t_ (which counts its epochs' samples).
+        self.t_ = sum(b.get("train_batch_size", 0) for row in history for b in row["batches"])
+        if stopping.validation_scores_:
+            self.validation_scores_ = list(stopping.validation_scores_)
+            self.best_validation_score_ = float(stopping.best_validation_score_)
+            self.best_loss_ = None
+        else:
+            self.validation_scores_ = self.best_validation_score_ = None
+            self.best_loss_ = float(stopping.best_loss_)
+        self.n_layers_ = len(self.hidden_layer_sizes_) + 2
+        self.n_outputs_ = len(self.classes_)
+        self.out_activation_ = "softmax"
 
     # -- validation ---------------------------------------------------------------------
 
     # Row-major: mini-batches are rows (a DataFrame's values are column-major, and an
     # F-ordered batch takes a different BLAS path, with different rounding).
     def _validate_X(self, X, reset):
-        return validate_data(self, X, reset=reset, dtype=np.float32, order="C")
+        X = validate_data(self, X, reset=reset, dtype=np.float32, order="C", accept_sparse="csr")
+        return _writeable(X)
 
     def _validate_Xy(self, X, y, reset):
-        X, y = validate_data(self, X, y, reset=reset, dtype=np.float32, order="C")
+        X, y = validate_data(
+            self, X, y, reset=reset, dtype=np.float32, order="C", accept_sparse="csr"
+        )
         check_classification_targets(y)
-        return X, y
+        return _writeable(X), y
 
     def _widths(self):
         initial = _as_widths(self.hidden_layer_sizes, "hidden_layer_sizes")
@@ -432,18 +602,11 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         return target
 
 
-class _GrowingNet(NeuralNetClassifier):
-    """skorch's classifier, taking ``(label, sample weight)`` rows as targets too."""
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        if y_true.ndim != 2:
-            return super().get_loss(y_pred, y_true, X=X, training=training)
-        # Weighted mean over the batch (as scikit-learn's MLP); a batch of zero total
-        # weight contributes nothing.
-        y_true = to_tensor(y_true, device=self.device)
-        labels, weights = y_true[:, 0].long(), y_true[:, 1].to(y_pred.dtype)
-        losses = torch.nn.functional.cross_entropy(y_pred, labels, reduction="none")
-        return (weights * losses).sum() / weights.sum().clamp_min(torch.finfo(y_pred.dtype).tiny)
+def _writeable(X):
+    # torch warns on (and cannot share) read-only arrays, e.g. a pandas frame's values.
+    if isinstance(X, np.ndarray) and not X.flags.writeable:
+        return X.copy()
+    return X
 
 
 def _validate_sample_weight(sample_weight, X):
@@ -481,34 +644,136 @@ def _stopped_early(net):
     )
 
 
-def _check_callbacks(callbacks, can_grow):
-    for cb in callbacks or []:
-        cb = cb[1] if isinstance(cb, tuple) else cb
+def _check_callback_types(callbacks):
+    for i, item in enumerate(callbacks or []):
+        cb = item[1] if isinstance(item, tuple) and len(item) == 2 else item
+        named = not isinstance(item, tuple) or isinstance(item[0], str)
+        if not (named and (isinstance(cb, Callback) or _is_callback_class(cb))):
+            raise InvalidParameterError(
+                f"The 'callbacks' parameter of the estimator must be a list of skorch "
+                f"callbacks (instances of skorch.callbacks.Callback) or (name, callback) "
+                f"tuples; item {i} is {item!r}."
+            )
+
+
+def _is_callback_class(cb):
+    return isinstance(cb, type) and issubclass(cb, Callback)
+
+
+def _check_callbacks(callbacks, can_grow, validation):
+    for item in callbacks or []:
+        cb = item[1] if isinstance(item, tuple) else item
         # Its state_dict of an earlier epoch does not fit a network that has grown since.
         if isinstance(cb, EarlyStopping) and cb.load_best and can_grow:
             raise ValueError(
                 "EarlyStopping(load_best=True) restores the weights of an earlier epoch, "
                 "which a growing network may have outgrown. Use load_best=False, or "
-                "strategy='static'."
+                "strategy='static', or early_stopping=True (which keeps the best grown "
+                "network, its widths included)."
+            )
+        needs = _validation_key(cb)
+        if needs and not validation:
+            raise ValueError(
+                f"The callback {type(cb).__name__} reads {needs!r}, which only a validation "
+                f"split provides: set early_stopping=True (validation_fraction of the data "
+                f"is then held out; partial_fit holds nothing out)."
             )
 
 
-def _hold_out(X, y_enc, sample_weight, fraction, seed):
-    """Split off a stratified ``fraction`` of the samples for the growth gate: returns the
-    training part (``X, y_enc, sample_weight``) and the held-out ``(X, y_enc)``."""
-    rows = np.arange(len(X))
+def _validation_key(cb):
+    """The history key of the validation split that callback ``cb`` reads, or None."""
+    monitor = getattr(cb, "monitor", None)
+    if isinstance(monitor, str) and monitor.startswith("valid"):
+        return monitor
+    if getattr(cb, "on_train", True) is False and hasattr(cb, "scoring"):
+        return getattr(cb, "name", None) or "valid_*"
+    return None
+
+
+def _check_optimizer_params(optimizer, params):
+    """Keyword arguments ``params`` must be accepted by ``optimizer``'s constructor and
+    build an optimizer (checked on a throw-away parameter)."""
+    if not params:
+        return
+    reserved = sorted({"params", "lr"} & set(params))
+    if reserved:
+        raise InvalidParameterError(
+            f"optimizer_params may not set {reserved}: the network's parameters are the "
+            f"optimizer's, and the learning rate is the estimator's lr."
+        )
+    signature = inspect.signature(optimizer)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    unknown = sorted(set(params) - set(signature.parameters))
+    if unknown and not takes_any:
+        raise InvalidParameterError(
+            f"optimizer_params has {unknown}, which {optimizer.__name__} does not take; "
+            f"its keyword arguments are {sorted(set(signature.parameters) - {'params'})}."
+        )
     try:
-        train, held = train_test_split(
+        optimizer([torch.nn.Parameter(torch.zeros(1))], **params)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidParameterError(
+            f"optimizer_params={params!r} do not make a {optimizer.__name__}: {exc}"
+        ) from None
+
+
+def _stratified_split(X, y_enc, sample_weight, fraction, seed, param):
+    """Split off a stratified ``fraction`` of the samples: returns the kept part's
+    ``X, y_enc, sample_weight`` and the held-out part's ``(X, y_enc, sample_weight)``.
+    ``param`` names what asked for the split, for the error message."""
+    rows = np.arange(X.shape[0])
+    try:
+        kept, held = train_test_split(
             rows, test_size=fraction, stratify=y_enc, random_state=seed % (2**32)
         )
     except ValueError as exc:
         raise ValueError(
-            f"growth_gate holds out validation_fraction={fraction} of the {len(X)} training "
-            f"samples, stratified by class, which these data do not allow: {exc}"
+            f"{param} holds out a fraction {fraction} of the {X.shape[0]} training samples, "
+            f"stratified by class, which these data do not allow: {exc}"
         ) from None
-    train, held = np.sort(train), np.sort(held)
-    weights = None if sample_weight is None else sample_weight[train]
-    return X[train], y_enc[train], weights, (X[held], y_enc[held])
+    kept, held = np.sort(kept), np.sort(held)
+
+    def weights(rows):
+        return None if sample_weight is None else sample_weight[rows]
+
+    return X[kept], y_enc[kept], weights(kept), (X[held], y_enc[held], weights(held))
+
+
+class _TrainingData:
+    """What one call trains on: ``train`` and, under early stopping, ``valid``, each
+    ``(X, encoded labels, sample weights or None)``."""
+
+    def __init__(self, train, valid):
+        self.train, self.valid = train, valid
+
+    @property
+    def n_train(self):
+        return self.train[0].shape[0]
+
+
+def _batch_size(batch_size, n_samples):
+    # MLPClassifier's "auto".
+    return min(200, n_samples) if batch_size == "auto" else batch_size
+
+
+@contextmanager
+def _torch_threads(n_threads):
+    """torch's intra-op threads set to ``n_threads`` within the block (None: unchanged)."""
+    if n_threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _warn_if_interrupted(stopped):
+    if stopped == "interrupted":
+        # MLPClassifier's words: it keeps the model of the last iteration too.
+        warnings.warn("Training interrupted by user.", UserWarning, stacklevel=3)
 
 
 def _warn_small_training_set(n_samples, maximum):
@@ -552,12 +817,36 @@ def _as_widths(value, name):
 
 
 def _check_device(device):
+    """``device`` must name a device that can hold the network's tensors, here."""
     try:
-        device = torch.device(device)
+        parsed = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device={device!r} is not a valid torch device: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} was requested but CUDA is not available.")
+        raise InvalidParameterError(
+            f"device={device!r} is not a valid torch device: {exc}"
+        ) from None
+    if parsed.type == "meta":
+        raise InvalidParameterError(
+            "device='meta' holds no data: a network on it cannot be trained. Use 'cpu' or "
+            "an accelerator."
+        )
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidParameterError(
+                f"device={str(parsed)!r} was requested but CUDA is not available."
+            )
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise InvalidParameterError(
+                f"device={str(parsed)!r}: there are only {torch.cuda.device_count()} CUDA devices."
+            )
+        return
+    if parsed.type == "cpu":
+        return
+    try:  # mps, xpu, ...: usable only if a tensor can be put there
+        torch.zeros(1, device=parsed)
+    except (RuntimeError, AssertionError, NotImplementedError) as exc:
+        raise InvalidParameterError(
+            f"device={str(parsed)!r} is not available on this machine: {exc}"
+        ) from None
 
 
 def _cuda_devices(device):

@@ -104,26 +104,64 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         Extra keyword arguments of the optimizer (e.g. ``{"momentum": 0.9}``).
     lr : float, default=3e-4
         Learning rate (the paper's 3e-4; at 3e-3 almost nothing grows).
-    batch_size : int, default=128
+    batch_size : int or "auto", default=128
+        Samples per mini-batch (the paper's 128). ``"auto"``: ``min(200, n_samples)``, as
+        ``MLPClassifier``.
     max_epochs : int, default=100
-        Epochs per ``fit``; ``partial_fit`` trains one epoch.
+        Epochs per ``fit``, at most (see ``n_iter_no_change``); ``partial_fit`` trains one
+        epoch. ``MLPClassifier``'s ``max_iter``.
+    alpha : float, default=0.0
+        L2 penalty on the weights (not the biases), ``MLPClassifier``'s: each mini-batch's
+        loss adds ``0.5 * alpha * ||W||^2`` divided by the batch's total sample weight (its
+        size, without ``sample_weight``). The paper trains without one, hence the default 0.
+    shuffle : bool, default=True
+        Shuffle the samples at every epoch.
+    tol : float, default=1e-4
+        Improvement the training loss (the validation score under ``early_stopping``) must
+        make to count, as ``MLPClassifier``.
+    n_iter_no_change : int or None, default=10
+        Training stops once more than this many consecutive epochs failed to improve the
+        training loss (the validation score under ``early_stopping``) by ``tol``, as
+        ``MLPClassifier``. ``None``: always train ``max_epochs`` epochs (the paper's
+        protocol; preset schedules plan for all of them). ``partial_fit`` never stops.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified), score the
+        accuracy on it after every epoch (``validation_scores_``), stop as
+        ``n_iter_no_change`` says and end with the network of the best epoch: its
+        architecture (the widths it had then), weights, optimizer state and growth state.
+        It provides the validation split (``valid_loss``, ``valid_acc`` in ``net_.history``)
+        that skorch callbacks such as ``EarlyStopping`` or ``EpochScoring(on_train=False)``
+        need. ``fit`` only; ``partial_fit`` trains on all it is given.
+    validation_fraction : float in (0, 1), default=0.1
+        Fraction of the training data held out under ``early_stopping``.
     callbacks : list of skorch callbacks or None, default=None
-        Extra skorch callbacks (e.g. ``skorch.callbacks.LRScheduler``); they see the same
-        optimizer before and after growth. ``skorch.callbacks.EarlyStopping`` on
-        ``"train_loss"`` ends a fit normally (there is no validation split), but not with
-        ``load_best=True`` on a strategy that grows (``ValueError``: the best epoch's
-        weights may not fit the grown network). Any other ``KeyboardInterrupt`` aborts
-        the fit and leaves no fitted state.
+        Extra skorch callbacks (e.g. ``skorch.callbacks.LRScheduler``), instances or
+        ``(name, callback)`` pairs; they see the same optimizer before and after growth.
+        Callbacks that read the validation split (``EarlyStopping(monitor="valid_loss")``,
+        ``EpochScoring(on_train=False)``) need ``early_stopping=True``, which provides one
+        (``ValueError`` before training otherwise). ``EarlyStopping`` ends a fit normally,
+        but not with ``load_best=True`` on a strategy that grows (``ValueError``: the best
+        epoch's weights may not fit the grown network; ``early_stopping=True`` keeps the
+        best grown network). A ``KeyboardInterrupt`` raised by any other callback aborts
+        the call as an error does (see ``fit``).
     device : str, default="cpu"
         Torch device, e.g. ``"cuda"``. On a GPU the network, the sample buffer and the
         growth statistics live on the device; the metric's LDL^T factorisation runs on the
         host CPU, where it is faster at these sizes. Determinism is promised on the CPU
         only (CUDA kernels may reduce in a different order from run to run).
+    n_threads : int or None, default=None
+        torch's intra-op threads during ``fit``, ``partial_fit`` and prediction; the
+        previous setting is restored afterwards. ``None``: torch's setting is left alone
+        (by default one thread per core). Use 1 under ``GridSearchCV(n_jobs=...)`` or on a
+        machine whose cores other processes use: threads that share cores spin against
+        each other and slow a fit several-fold.
     warm_start : bool, default=False
         If True, ``fit`` on a fitted estimator continues training and growing the current
         network instead of starting over. A continuing fit (``partial_fit`` too) takes
-        new values of ``lr``, ``batch_size``, ``max_epochs`` and ``verbose``; any other
-        parameter changed since the network was built is a ``ValueError``.
+        new values of the training parameters (``lr``, ``batch_size``, ``max_epochs``,
+        ``alpha``, ``shuffle``, ``tol``, ``n_iter_no_change``, ``early_stopping``,
+        ``validation_fraction``, ``n_threads``, ``verbose``); any other parameter changed
+        since the network was built is a ``ValueError``, and leaves the model untouched.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling and candidate generation. The same seed
         gives the same widths and predictions on CPU.
@@ -187,8 +225,15 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         lr=3e-4,
         batch_size=128,
         max_epochs=100,
+        alpha=0.0,
+        shuffle=True,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
         callbacks=None,
         device="cpu",
+        n_threads=None,
         warm_start=False,
         random_state=None,
         verbose=0,
@@ -213,8 +258,15 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         self.lr = lr
         self.batch_size = batch_size
         self.max_epochs = max_epochs
+        self.alpha = alpha
+        self.shuffle = shuffle
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
         self.callbacks = callbacks
         self.device = device
+        self.n_threads = n_threads
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose

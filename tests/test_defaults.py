@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import StrOptions
 import sklearn_north
 from sklearn_north import GrowingMLPClassifier
 from sklearn_north.__main__ import build_parser
+from sklearn_north._base import _CONTINUABLE_PARAMS
 from sklearn_north.growth import STRATEGIES, TRIGGERS, make_strategy
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -142,6 +143,14 @@ def test_readme_table_defaults_are_the_signatures():
             if name in SIGNATURE and not same(ast.literal_eval(value), SIGNATURE[name])
         ]
     assert not wrong, f"README.md's defaults differ from the signature's: {wrong}"
+
+
+def test_readme_names_the_parameters_a_continuing_fit_takes():
+    text = " ".join(readme_section("Main parameters").split())
+    match = re.search(r"A continuing fit takes new values of (.*?); changing any other", text)
+    assert match, "README.md no longer says which parameters a continuing fit takes"
+    # warm_start itself is what makes a fit continue: no new value of it to take.
+    assert set(backquoted(match.group(1))) == _CONTINUABLE_PARAMS - {"warm_start"}
 
 
 def test_readme_strategies_are_the_registry():

@@ -601,21 +601,41 @@ def test_gamma_one_is_valid(blobs):
     check_is_fitted(clf)
 
 
-@pytest.mark.parametrize("failure", ["nan", "single class", "parameter"])
-def test_failed_refit_leaves_no_fitted_state(blobs, failure):
+@pytest.mark.parametrize(
+    "failure, warm_start",
+    [
+        *((f, w) for f in ("nan", "single class", "parameter", "batch_size") for w in (0, 1)),
+        ("optimizer_params", False),
+        ("features", True),  # a fresh fit may take other features; a continuation not
+    ],
+)
+def test_refit_rejected_at_validation_keeps_the_previous_model(blobs, failure, warm_start):
     X, y = blobs
     clf = GrowingMLPClassifier(**FAST).fit(X, y)
-    check_is_fitted(clf)
+    before = {k: v for k, v in vars(clf).items() if k.endswith("_")}
+    proba = clf.predict_proba(X)
+    weights = [p.detach().clone() for p in clf.module_.parameters()]
+    clf.set_params(warm_start=warm_start)
     if failure == "nan":
         X = X.copy()
         X[0, 0] = np.nan
     elif failure == "single class":
         y = np.zeros_like(y)
-    else:
+    elif failure == "parameter":
         clf.set_params(gamma=2.0)
+    elif failure == "batch_size":
+        clf.set_params(batch_size=0)
+    elif failure == "features":
+        X = X[:, :3]
+    else:
+        clf.set_params(optimizer_params={"momentm": 0.9})
     with pytest.raises(ValueError):
         clf.fit(X, y)
-    assert_not_fitted(clf)
+    # The same objects, the same weights, the same predictions.
+    assert {k: v for k, v in vars(clf).items() if k.endswith("_")}.keys() == before.keys()
+    assert all(getattr(clf, k) is v for k, v in before.items())
+    assert all(torch.equal(a, b) for a, b in zip(clf.module_.parameters(), weights))
+    np.testing.assert_array_equal(clf.predict_proba(blobs[0]), proba)
 
 
 class PoisonAt(Callback):
@@ -688,14 +708,28 @@ def test_divergence_from_unscaled_input_is_a_clear_error(small_digits):
 
 
 @pytest.mark.parametrize("how", ["warm_start", "partial_fit"])
-def test_divergence_when_continuing_leaves_no_fitted_state(blobs, how):
+def test_divergence_when_continuing_restores_the_model_of_before_the_call(blobs, how):
     X, y = blobs
-    clf = GrowingMLPClassifier(**FAST, warm_start=True).fit(X, y)
-    with torch.no_grad():
-        clf.module_.layers[-1].weight[0, 0] = np.nan
+    # The callback poisons the weights at the second step of the continuation (the first
+    # fit takes 5 steps an epoch).
+    poison = PoisonAt(5 * FAST["max_epochs"] + 2)
+    clf = GrowingMLPClassifier(**FAST, warm_start=True, callbacks=[poison]).fit(X, y)
+    proba = clf.predict_proba(X)
+    weights = [p.detach().clone() for p in clf.module_.parameters()]
+    history = clf.growth_history_.copy()
+    n_iter = clf.n_iter_
     with pytest.raises(ValueError, match="diverged"):
         clf.partial_fit(X, y) if how == "partial_fit" else clf.fit(X, y)
-    assert_not_fitted(clf)
+    check_is_fitted(clf)
+    assert clf.n_iter_ == n_iter
+    assert all(torch.equal(a, b) for a, b in zip(clf.module_.parameters(), weights))
+    pd.testing.assert_frame_equal(clf.growth_history_, history)
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+    # The restored model continues: the callback's copy in the net counted the failed
+    # steps away with the rest of the failed call, so it poisons again at the same step.
+    with pytest.raises(ValueError, match="diverged"):
+        clf.fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
 
 
 class InterruptAt(Callback):

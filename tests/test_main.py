@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from sklearn_north import STRATEGIES, GrowingMLPClassifier
-from sklearn_north.__main__ import build_parser, main
+from sklearn_north.__main__ import build_parser, main, make_estimator
 
 # Short runs: a few epochs of small networks, few candidates.
 FAST = ("--n-candidates", "20")
@@ -177,6 +177,7 @@ def test_a_schedule_reaches_its_target_and_the_timeline_goes_on_to_the_end(capsy
         (["--hidden", "8,8", "--max-hidden", "16,16,16"], "--max-hidden"),
         (["--epsilon", "-1"], "--epsilon"),
         (["--batch-size", "0"], "--batch-size"),
+        (["--batch-size", "often"], "--batch-size"),
         (["--trigger-interval", "0"], "--trigger-interval"),
         (["--trigger-interval", "often"], "--trigger-interval"),
         (["--strategy", "north-east"], "--strategy"),
@@ -184,6 +185,16 @@ def test_a_schedule_reaches_its_target_and_the_timeline_goes_on_to_the_end(capsy
         (["--lr", "0"], "--lr"),
         (["--n-candidates", "0"], "--n-candidates"),
         (["--schedule", "linear", "--schedule-target", "8"], "--schedule-target"),
+        (["--alpha", "-0.1"], "--alpha"),
+        (["--alpha", "much"], "--alpha"),
+        (["--tol", "-1e-4"], "--tol"),
+        (["--n-iter-no-change", "0"], "--n-iter-no-change"),
+        (["--n-iter-no-change", "never"], "--n-iter-no-change"),
+        (["--n-iter-no-change", "2.5"], "--n-iter-no-change"),
+        (["--validation-fraction", "1"], "--validation-fraction"),
+        (["--validation-fraction", "0", "--early-stopping"], "--validation-fraction"),
+        (["--threads", "0"], "--threads"),
+        (["--threads", "two"], "--threads"),
         # Rejected by fit itself, before training: still a usage error.
         (["--buffer-size", "100"], "--buffer-size"),
         (["--strategy", "static", "--schedule", "linear"], "--schedule"),
@@ -196,6 +207,54 @@ def test_invalid_values_are_usage_errors_naming_the_option(capsys, argv, option)
     captured = capsys.readouterr()
     assert f"error: argument {option}: " in captured.err
     assert "final widths" not in captured.out
+
+
+def test_mlp_options_set_the_estimators_parameters():
+    # MLPClassifier's parameters (issue 18): each option sets its own, as typed.
+    argv = ["--alpha", "0.01", "--tol", "0.001", "--n-iter-no-change", "None", "--early-stopping",
+            "--validation-fraction", "0.2", "--threads", "1", "--no-shuffle",
+            "--batch-size", "auto"]  # fmt: skip
+    expected = {
+        "alpha": 0.01,
+        "tol": 0.001,
+        "n_iter_no_change": None,
+        "early_stopping": True,
+        "validation_fraction": 0.2,
+        "n_threads": 1,
+        "shuffle": False,
+        "batch_size": "auto",
+    }
+    clf = make_estimator(build_parser().parse_args(argv))
+    clf._validate_params()  # every value is one the estimator takes
+    assert {name: clf.get_params()[name] for name in expected} == expected
+    # Unset, they are the estimator's defaults (n_iter_no_change 10, not the paper's None).
+    defaults = GrowingMLPClassifier().get_params()
+    unset = make_estimator(build_parser().parse_args([])).get_params()
+    assert {name: unset[name] for name in expected} == {name: defaults[name] for name in expected}
+
+
+def test_early_stopping_reports_the_best_validation_score(capsys):
+    out = run(capsys, "--hidden", "16", "--max-hidden", "96", "--epochs", "3", "--quiet",
+              "--early-stopping", "--validation-fraction", "0.2", "--n-iter-no-change", "1",
+              *FAST)  # fmt: skip
+    clf, accuracy = fit_as_the_job(
+        hidden_layer_sizes=(16,),
+        max_hidden_layer_sizes=96,
+        max_epochs=3,
+        early_stopping=True,
+        validation_fraction=0.2,
+        n_iter_no_change=1,
+        n_candidates=20,
+    )
+    check_report(out, clf, accuracy, initial=(16,))
+    assert reported(out, "epochs trained") == f"{clf.n_iter_} of at most 3"
+    assert reported(out, "best validation") == (
+        f"{clf.best_validation_score_:.4f} (accuracy on the held-out 20% of the training data)"
+    )
+    # The optimizer steps are the training batches': ceil(training samples / 128) per epoch.
+    n_train = clf.t_ // clf.n_iter_
+    n_steps = clf.n_iter_ * -(-n_train // 128)
+    assert reported(out, "growth events").endswith(f"({n_steps} optimizer steps)")
 
 
 def test_a_usage_error_from_the_command_line_has_no_traceback():
@@ -240,6 +299,10 @@ def test_help_shows_the_estimators_defaults():
         "--lr": "lr",
         "--batch-size": "batch_size",
         "--epochs": "max_epochs",
+        "--alpha": "alpha",
+        "--tol": "tol",
+        "--n-iter-no-change": "n_iter_no_change",
+        "--validation-fraction": "validation_fraction",
         "--device": "device",
     }.items():
         assert f"(default: {_as_typed(defaults[param])})" in entries[flag], flag
@@ -250,6 +313,7 @@ def test_help_shows_the_estimators_defaults():
         "--schedule-target": "schedule_target",
         "--gamma": "gamma",
         "--buffer-size": "buffer_size",
+        "--threads": "n_threads",
     }.items():
         assert defaults[param] is None
         assert "(default: None, " in entries[flag], flag
