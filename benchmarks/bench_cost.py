@@ -166,7 +166,10 @@ def params_text(params):
 def run(dataset, name, mode, seed, epochs, data, args):
     """One fit pair: the growing fit and its static twin; returns the CSV row."""
     X_train, X_test, y_train, y_test = data
-    grow = GrowingMLPClassifier(strategy=name, max_epochs=epochs, random_state=seed, **MODES[mode])
+    # Every fit trains all its epochs (the paper's protocol), as its static twin does.
+    grow = GrowingMLPClassifier(
+        strategy=name, max_epochs=epochs, n_iter_no_change=None, random_state=seed, **MODES[mode]
+    )
     static, timed = grow_vs_static(grow, X_train, y_train, repeats=args.repeats)
     growth = dict(grow.net_.callbacks_)["growth"]
     return {

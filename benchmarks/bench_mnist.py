@@ -165,6 +165,7 @@ def run(name, seed, args, data, variant="exact"):
         trigger_interval=args.trigger_interval,
         random_state=seed,
         device=args.device,
+        n_iter_no_change=None,  # the paper's protocol: every epoch
     )
     if name in STATIC_BASELINES:
         clf = GrowingMLPClassifier(

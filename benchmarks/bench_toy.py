@@ -77,6 +77,7 @@ def run(name, n_layers, k, seed, args):
         gamma=args.gamma,
         trigger_rounding=args.rounding,
         random_state=seed,
+        n_iter_no_change=None,  # the paper's protocol: every epoch
     )
     timed = fit_timed(clf, X_train, y_train)
     widths = clf.hidden_layer_sizes_
