@@ -5,6 +5,7 @@ The engine's mathematics is tested elsewhere (test_metrics.py, test_sites.py, ..
 the network only has to train a few epochs on small data.
 """
 
+import math
 import pickle
 import re
 import warnings
@@ -515,16 +516,96 @@ def test_invalid_sample_weight_is_rejected(blobs, weight, match):
     np.testing.assert_array_equal(clf.predict_proba(X), before)
 
 
-def test_sample_weight_when_continuing_and_in_a_pipeline(blobs):
+def _scramble_zero_weighted(y, w, classes):
+    """``y`` with the labels of the zero-weight samples changed (shifted by one class)."""
+    y = np.asarray(y).copy()
+    zero = w == 0
+    idx = np.searchsorted(classes, y[zero])
+    y[zero] = np.asarray(classes)[(idx + 1) % len(classes)]
+    return y
+
+
+@pytest.mark.parametrize("how", ["fit", "warm_start", "partial_fit", "pipeline"])
+def test_sample_weight_is_honoured_by_every_kind_of_fit(blobs, how):
+    # Weights are honoured iff the labels of zero-weight samples do not matter: the
+    # same data with those labels changed must give the identical model (the batches,
+    # and the sample buffer, which is unweighted, see the same X), and equal weights of
+    # 1 must not (the labels then count).
     X, y = blobs
-    w = np.linspace(0.5, 2.0, len(y))
-    clf = GrowingMLPClassifier(**FAST).partial_fit(X, y, classes=[0, 1, 2], sample_weight=w)
-    clf.partial_fit(X, y, sample_weight=w)
-    clf.set_params(warm_start=True).fit(X, y, sample_weight=w)
-    assert clf.n_iter_ == 2 + FAST["max_epochs"]
-    pipe = make_pipeline(StandardScaler(), GrowingMLPClassifier(**FAST))
-    pipe.fit(X, y, growingmlpclassifier__sample_weight=w)
-    assert pipe.score(X, y) > 0.8
+    w = np.where(np.arange(len(y)) % 3 == 0, 0.0, np.linspace(0.5, 2.0, len(y)))
+    y_other = _scramble_zero_weighted(y, w, [0, 1, 2])
+    assert (y_other != y).sum() == (w == 0).sum()
+
+    def model(labels, weights):
+        if how == "pipeline":
+            pipe = make_pipeline(StandardScaler(), GrowingMLPClassifier(**FAST))
+            return pipe.fit(X, labels, growingmlpclassifier__sample_weight=weights)
+        clf = GrowingMLPClassifier(**FAST, warm_start=how == "warm_start")
+        # The first call never sees the scrambled labels: only the continuation does.
+        clf.partial_fit(X, y, classes=[0, 1, 2]) if how == "partial_fit" else clf.fit(X, y)
+        if how == "fit":
+            return clf.fit(X, labels, sample_weight=weights)
+        if how == "warm_start":
+            return clf.fit(X, labels, sample_weight=weights)
+        return clf.partial_fit(X, labels, weights)
+
+    same = model(y, w).predict_proba(X), model(y_other, w).predict_proba(X)
+    np.testing.assert_array_equal(*same)
+    ones = np.ones_like(w)
+    assert not np.allclose(model(y, ones).predict_proba(X), model(y_other, ones).predict_proba(X))
+
+
+def test_continuation_maps_labels_through_classes_(digits):
+    X, y = digits
+    X = X / 16
+    clf = GrowingMLPClassifier(**{**FAST, "lr": 3e-3})
+    clf.partial_fit(X, y, classes=np.arange(10))
+    high = y >= 5
+    for _ in range(15):
+        clf.partial_fit(X[high], y[high])
+    # Learned as 5-9, not as the 0-4 a fresh encoding of the batch would give.
+    assert clf.score(X[high], y[high]) > 0.8
+    assert np.mean(clf.predict(X[high]) >= 5) > 0.9
+
+
+def test_classes_of_partial_fit_come_from_classes_not_the_first_batch(digits):
+    X, y = digits
+    X = X / 16
+    absent = y != 7
+    clf = GrowingMLPClassifier(**FAST).partial_fit(X[absent], y[absent], classes=np.arange(10))
+    np.testing.assert_array_equal(clf.classes_, np.arange(10))
+    assert clf.predict_proba(X).shape == (len(X), 10) and clf.n_outputs_ == 10
+    for _ in range(10):
+        clf.partial_fit(X, y)  # the missing class is accepted, and learned
+    assert np.mean(clf.predict(X[~absent]) == 7) > 0.5
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_growth_events_follow_the_documented_count_rule(small_digits, gamma):
+    # README: n = max(0, rank - floor(gamma * phi_0 * M)), capped by the room left, with
+    # phi = rank / M; at gamma = 1 a layer grows exactly when its rank exceeds phi_0 * M.
+    X, y = small_digits
+    clf = GrowingMLPClassifier(
+        strategy="north-random",
+        hidden_layer_sizes=(6, 6),
+        max_hidden_layer_sizes=(40, 40),
+        gamma=gamma,
+        epsilon=0.037,
+        lr=3e-3,
+        batch_size=32,
+        max_epochs=3,
+        random_state=0,
+    ).fit(X / 16, y)
+    trigger = dict(clf.net_.callbacks_)["growth"].trigger_
+    events = clf.growth_history_
+    assert len(events) > 0
+    for e in events.itertuples():
+        before = e.width - e.n_added
+        rank = round(e.metric * before)
+        assert e.metric * before == pytest.approx(rank)
+        assert e.threshold == pytest.approx(gamma * trigger.baselines_[e.layer])
+        expected = rank - math.floor(before * e.threshold + 1e-9)
+        assert e.n_added == min(expected, 40 - before)
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -593,12 +674,6 @@ def test_cuda_without_cuda_is_a_clear_error(blobs):
     with pytest.raises(ValueError, match="CUDA is not available"):
         clf.fit(X, y)
     assert_not_fitted(clf)
-
-
-def test_gamma_one_is_valid(blobs):
-    X, y = blobs
-    clf = GrowingMLPClassifier(**{**FAST, "gamma": 1.0}).fit(X, y)
-    check_is_fitted(clf)
 
 
 @pytest.mark.parametrize(

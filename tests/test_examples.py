@@ -8,7 +8,7 @@ import re
 import runpy
 from pathlib import Path
 
-import pytest
+import numpy as np
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -49,10 +49,19 @@ def test_custom_trigger(capsys):
     assert accuracy(out) > 0.9
 
 
-@pytest.mark.slow
-def test_grid_search(capsys):
-    out = run_example("grid_search.py", capsys)
-    assert re.search(
-        r"best: \{.*'growingmlpclassifier__strategy': '(north-select|north-weight|static)'", out
+def test_grid_search(capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["grid_search.py", "--quick"])
+    found = runpy.run_path(str(EXAMPLES / "grid_search.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    grid = found["grid"]
+    # Every candidate of the grid was fitted and scored on every fold.
+    scores = grid.cv_results_["mean_test_score"]
+    assert len(scores) == 6 and np.isfinite(scores).all()
+    # What it prints is the search's result.
+    assert f"best: {grid.best_params_} {round(grid.best_score_, 4)}" in out
+    assert widths(out, "widths grown by the best model") == tuple(
+        grid.best_estimator_[-1].hidden_layer_sizes_
     )
-    widths(out, "widths grown by the best model")
+    best = grid.best_estimator_[-1]
+    assert best.strategy == grid.best_params_["growingmlpclassifier__strategy"]
+    assert best.gamma == grid.best_params_["growingmlpclassifier__gamma"]
