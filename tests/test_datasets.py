@@ -66,6 +66,33 @@ def test_toy_labels_follow_the_rule():
     assert 0.4 < np.mean(y == (total > total.mean())) < 0.6
 
 
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_toy_every_dependent_feature_mixes_every_independent_one(k):
+    # Each dependent feature is sum_i c_i x_i over all k independent features, with
+    # standard normal c: no coefficient is zero (a feature left out of the mix would
+    # still give rank k).
+    X, _ = make_independent_features(400, 64, k, random_state=10 + k)
+    coef, *_ = np.linalg.lstsq(X[:, :k], X[:, k:], rcond=None)
+    assert coef.shape == (k, 64 - k)
+    assert np.abs(coef).min() > 1e-6, np.unravel_index(np.abs(coef).argmin(), coef.shape)
+    # Standard normal coefficients (k * (64 - k) of them: 63 to 448), within 3-4 standard
+    # errors of their mean and standard deviation.
+    assert abs(coef.mean()) < 4 / np.sqrt(coef.size)
+    assert abs(coef.std() - 1) < 3 / np.sqrt(2 * coef.size)
+
+
+@pytest.mark.parametrize("noise", [0.1, 0.5, 0.8])
+def test_toy_noise_share_matches_the_definition(noise):
+    # One feature: r = (1 - noise) x + noise e with x, e independent N(0, 1), so r and x
+    # have correlation rho = (1 - noise) / sqrt((1 - noise)^2 + noise^2), and the label
+    # (r above its mean, ~0) agrees with x > 0 with probability 1 - arccos(rho) / pi.
+    X, y = make_independent_features(40_000, 1, 1, noise=noise, random_state=0)
+    rho = (1 - noise) / np.hypot(1 - noise, noise)
+    expected = 1 - np.arccos(rho) / np.pi  # 0.965, 0.75, 0.58
+    agreement = np.mean(y == (X[:, 0] > 0))
+    assert abs(agreement - expected) < 0.01, (agreement, expected)
+
+
 def test_toy_random_state():
     X1, y1 = make_independent_features(200, 10, 3, random_state=7)
     X2, y2 = make_independent_features(200, 10, 3, random_state=np.random.RandomState(7))

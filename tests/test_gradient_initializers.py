@@ -18,6 +18,7 @@ from sklearn_north.growth import (
     GrowthContext,
     NeSTInit,
     NewNeurons,
+    RandomInit,
     add_neurons,
 )
 from sklearn_north.growth.initializers import mean_fan_in_norm, mean_fan_out_norm
@@ -124,6 +125,36 @@ def test_gradmax_beyond_the_singular_vectors(setup):
     )
 
 
+def test_gradmax_compensates_a_constant_output_in_the_consumer_bias(make_mlp):
+    # logistic(0) = 0.5: the new neurons output 0.5 on every sample, which adds
+    # 0.5 * u to the consumer's pre-activations; its bias is lowered by exactly that.
+    module = make_mlp(n_features=8, hidden=(6, 5), n_outputs=4, activation="logistic")
+    X, y = batch()
+    context = context_after_step(module, X, y)
+    site = module.growth_sites()[1]
+    bias_before = module.layers[2].bias.detach().clone()
+    new = GradMaxInit()(1, site, 2, context, generator())
+    expected = bias_before - 0.5 * new.fan_out[0].sum(dim=1)
+    assert (expected - bias_before).abs().max() > 1e-2  # a visible correction
+    torch.testing.assert_close(module.layers[2].bias.detach(), expected)
+
+
+def test_gradmax_after_an_upstream_growth_in_the_same_evaluation(setup):
+    # Site 0 grows first (random fan-in, zero fan-out: function-preserving); site 1's
+    # GradMax then reads the step's statistics extended with the new neurons' activations,
+    # which must give what a fresh step on the grown network gives.
+    module, X, y = setup
+    context = context_after_step(module, X, y)
+    site0 = module.growth_sites()[0]
+    new = RandomInit()(0, site0, 3, context, generator(1))
+    add_neurons(site0, new)
+    context.site_grew(0, new)
+    extended = GradMaxInit()(1, module.growth_sites()[1], 2, context, generator())
+    fresh_context = context_after_step(module, X, y)
+    fresh = GradMaxInit()(1, module.growth_sites()[1], 2, fresh_context, generator())
+    torch.testing.assert_close(extended.fan_out[0], fresh.fan_out[0], rtol=1e-4, atol=1e-6)
+
+
 # --- Firefly -------------------------------------------------------------------------------
 
 
@@ -189,6 +220,41 @@ def test_firefly_keeps_the_candidates_with_the_largest_fan_out_gradient(setup):
     torch.testing.assert_close(
         new.fan_in[is_new].norm(dim=1), torch.full((n_new,), mean_fan_in_norm(site))
     )
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_firefly_candidates_match_their_definition(setup, index):
+    # noise 1e-2: splits are w_j plus noise of norm noise * ||w_j||; new neurons have a
+    # fan-out of norm noise * (mean fan-out norm) along -g / ||g||, g = delta^T act(z):
+    # the direction that decreases the batch loss.
+    module, X, y = setup
+    noise, k = 1e-2, 4
+    context = context_after_step(module, X, y)
+    grads = context.gradients(index)
+    site = module.growth_sites()[index]
+    W_in = module.layers[index].weight.detach().clone().double()
+    b_in = module.layers[index].bias.detach().clone()
+    W_out = module.layers[index + 1].weight.detach().clone()
+    fan_out_scale = mean_fan_out_norm(site)
+    new = FireflyInit(noise=noise)(index, site, k, context, generator(0))
+
+    distance, nearest = torch.cdist(new.fan_in.double(), W_in).min(dim=1)
+    relative = distance / W_in[nearest].norm(dim=1)
+    is_split = (relative - noise).abs() < 1e-4
+    assert 0 < int(is_split.sum()) < k  # both kinds were chosen
+    for c in torch.nonzero(is_split).flatten().tolist():
+        j = int(nearest[c])
+        assert new.bias[c] == b_in[j]
+        torch.testing.assert_close(new.fan_out[0][:, c], W_out[:, j] / 2)
+    fresh = ~is_split
+    assert torch.all(relative[fresh] > 0.1) and torch.all(new.bias[fresh] == 0)
+    torch.testing.assert_close(
+        new.fan_in[fresh].norm(dim=1),
+        torch.full((int(fresh.sum()),), mean_fan_in_norm(site)),
+    )
+    g = grads.delta.T @ torch.relu(grads.inputs @ new.fan_in[fresh].T)
+    expected = -noise * fan_out_scale * g / g.norm(dim=0)
+    torch.testing.assert_close(new.fan_out[0][:, fresh], expected, rtol=1e-4, atol=1e-8)
 
 
 # --- NeST ----------------------------------------------------------------------------------
@@ -286,3 +352,27 @@ def test_fitted_gradmax_model_pickles_and_predicts_identically(digits):
     # Continued training re-attaches the hooks and removes them again.
     loaded.set_params(warm_start=True, max_epochs=1).fit(X, y)
     assert all(not m._forward_hooks for m in loaded.module_.modules())
+
+
+def test_nest_fan_out_is_its_closed_form(make_mlp):
+    # Site 1 (5 -> 4): every weight follows from G and the random fan-in signs:
+    # |fan-in| = sqrt(kept column mass) rescaled, fan-out = -sign(g) sqrt(kept row mass)
+    # rescaled to the mean fan-out norm, g = delta^T relu(inputs @ fan_in^T).
+    module = make_mlp(n_features=8, hidden=(6, 5), n_outputs=4, trained=True, seed=3)
+    X, y = batch(seed=4)
+    context = context_after_step(module, X, y)
+    grads = context.gradients(1)
+    site = module.growth_sites()[1]
+    scale_in, scale_out = mean_fan_in_norm(site), mean_fan_out_norm(site)
+    new = NeSTInit()(1, site, 3, context, generator(2))
+
+    A = grads.G.detach().double().abs()
+    kept = torch.where(A > torch.quantile(A.flatten(), 0.4), A, 0)
+    in_mass, out_mass = kept.sum(dim=0).sqrt(), kept.sum(dim=1).sqrt()
+    expected_in = (in_mass * scale_in / in_mass.norm()).expand(3, -1)
+    torch.testing.assert_close(new.fan_in.double().abs(), expected_in, rtol=1e-5, atol=1e-7)
+    g = (grads.delta.T @ torch.relu(grads.inputs @ new.fan_in.T)).double()
+    assert torch.all(g.abs() > 1e-6)  # every sign is determined
+    direction = -torch.sign(g) * out_mass[:, None]
+    expected_out = direction / direction.norm(dim=0) * scale_out
+    torch.testing.assert_close(new.fan_out[0].double(), expected_out, rtol=1e-5, atol=1e-7)

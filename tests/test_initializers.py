@@ -19,8 +19,11 @@ from sklearn_north.growth import (
 )
 from sklearn_north.growth.initializers import (
     _column_space,
+    _ResidualScorer,
     mean_fan_in_norm,
+    orthogonal_residual_norms,
     random_fan_in,
+    random_rescaled_fan_in,
     rescale_rows,
 )
 from sklearn_north.growth.metrics import activation_rank
@@ -148,6 +151,76 @@ def test_select_keeps_the_most_orthogonal_candidates(make_mlp, inputs):
     best = np.argsort(-scores)[:k]
     assert scores[best[-1]] > 1.01 * np.sort(scores)[::-1][k]  # a clear top k
     torch.testing.assert_close(new.fan_in, candidates[best], rtol=1e-5, atol=1e-6)
+
+
+def ridge_residuals(E, A, t):
+    """``sqrt(|a|^2 - a^T E (E^T E + t^2 I)^-1 E^T a)`` per column ``a`` of ``A``, in
+    numpy float64 (the closed form of ``orthogonal_residual_norms``)."""
+    E, A = np.asarray(E, dtype=np.float64), np.asarray(A, dtype=np.float64)
+    projected = E.T @ A
+    solved = np.linalg.solve(E.T @ E + t * t * np.eye(E.shape[1]), projected)
+    return np.sqrt(np.maximum((A * A).sum(axis=0) - (projected * solved).sum(axis=0), 0))
+
+
+def test_residual_norms_match_the_closed_form():
+    # Singular values of E on both sides of t = 0.37, so the ridge term decides how much
+    # of each direction is removed; t**2 != t and t != 1 tell the forms apart.
+    g = generator(0)
+    n, t = 50, 0.37
+    values = torch.tensor([4.0, 1.1, 0.45, 0.3, 0.12, 0.02], dtype=torch.float64)
+    U = torch.linalg.qr(torch.randn(n, 6, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))[0]
+    E = (U * values) @ V.T
+    # Candidates mostly inside E's span (where t matters), plus some of the rest.
+    A = E @ torch.randn(6, 30, generator=g, dtype=torch.float64) + 0.3 * torch.randn(
+        n, 30, generator=g, dtype=torch.float64
+    )
+    expected = ridge_residuals(E, A, t)
+    for wrong in (math.sqrt(t), 1.0, 0.0):  # ridge t instead of t**2, t = 1, no ridge
+        assert np.abs(ridge_residuals(E, A, wrong) / expected - 1).max() > 0.05
+    np.testing.assert_allclose(orthogonal_residual_norms(E, A, t).numpy(), expected, rtol=1e-10)
+    np.testing.assert_allclose(
+        orthogonal_residual_norms(E, A, t, gram=E.T @ E).numpy(), expected, rtol=1e-10
+    )
+    # float32 activations: the products are rounded, the solve is float64.
+    scorer = _ResidualScorer(E.float(), t)
+    got = torch.cat([scorer(block) for block in A.float().split(7, dim=1)])
+    np.testing.assert_allclose(got.numpy(), expected, rtol=2e-4)
+
+
+def test_select_keeps_the_top_candidates_of_the_closed_form_at_epsilon_sqrt_n():
+    # Post-activations with singular values near the metric's threshold epsilon * sqrt(n)
+    # (0.33 with epsilon 0.037 and 80 samples): the choice depends on that threshold.
+    n, epsilon, n_candidates, k = 80, 0.037, 40, 3
+    torch.manual_seed(2)
+    module = GrowableMLP(6, (6, 4), 2, activation="tanh")
+    with torch.no_grad():  # neurons of decreasing size
+        module.layers[0].weight.mul_(torch.tensor([1.0, 0.6, 0.1, 0.05, 0.03, 0.01])[:, None])
+    X = torch.randn(n, 6, generator=generator(1))
+    site = module.growth_sites()[0]
+    context = GrowthContext(module, X, epsilon=epsilon)
+    new = SelectInit(n_candidates=n_candidates)(0, site, k, context, generator(5))
+
+    acts = module.site_activations(X)[0]
+    candidates = random_rescaled_fan_in(site, n_candidates, generator(5)).float()
+    A = torch.tanh(acts.inputs @ candidates.T)
+    H = acts.post.numpy()
+    sv = np.linalg.svd(H.astype(np.float64), compute_uv=False)
+    t = epsilon * math.sqrt(n)
+    assert sv.min() < t / 3 and sv.max() > 3 * t and np.any(np.abs(sv / t - 1) < 0.3)
+
+    def top(threshold):
+        return np.argsort(-ridge_residuals(H, A.numpy(), threshold))[:k]
+
+    best = top(t)
+    scores = np.sort(ridge_residuals(H, A.numpy(), t))[::-1]
+    assert scores[k - 1] > 1.01 * scores[k]  # a clear top k
+    # A wrong threshold (epsilon * n, no sqrt; the default epsilon; ridge t instead of
+    # t**2; none) would choose others.
+    for wrong in (epsilon * n, 0.01 * math.sqrt(n), math.sqrt(t), 0.0):
+        assert set(top(wrong)) != set(best)
+    torch.testing.assert_close(new.fan_in, candidates[torch.from_numpy(best)])
+    assert new.bias is None or torch.all(new.bias == 0)
 
 
 # --- Pre-activation ----------------------------------------------------------------------

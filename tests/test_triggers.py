@@ -30,17 +30,25 @@ def orthogonal(n, seed):
     return q
 
 
+#: The uncounted singular values of the fake matrices, relative to the counted ones: below
+#: the default epsilon (0.01) after the metric's normalisation, above it without (x 8 for
+#: 64 samples, x 6.9 for a fan-in of 48), so that a wrong normalisation changes counts.
+SMALL = 0.003
+
+
 def rank_r_matrix(n, m, r, scale, seed):
-    """``scale * U [I_r 0; 0 0] V^T`` (n x m): r singular values equal to ``scale``, the
-    others exactly zero."""
+    """``scale * U diag(1, .., 1, SMALL, .., SMALL) V^T`` (n x m): r singular values equal
+    to ``scale``, the others to ``SMALL * scale``."""
     core = torch.zeros(n, m, dtype=torch.float64)
+    k = min(n, m)
+    core[range(k), range(k)] = SMALL * scale
     core[range(r), range(r)] = scale
     return orthogonal(n, seed).double() @ core @ orthogonal(m, seed + 1).double()
 
 
 def site_of_width(width, weight_rank=None, seed=0):
     """A dense site of ``width`` neurons; its fan-in weights have rank ``weight_rank``
-    (singular values of W / sqrt(fan_in) equal to 1 or 0)."""
+    (singular values of W / sqrt(fan_in) equal to 1 or ``SMALL``)."""
     producer = nn.Linear(FAN_IN, width)
     if weight_rank is not None:
         W = rank_r_matrix(width, FAN_IN, weight_rank, math.sqrt(FAN_IN), seed)
@@ -50,7 +58,8 @@ def site_of_width(width, weight_rank=None, seed=0):
 
 
 class FakeContext:
-    """Post-activations of known rank per site: singular values of H / sqrt(n) are 1 or 0."""
+    """Post-activations of known rank per site: singular values of H / sqrt(n) are 1 or
+    ``SMALL``."""
 
     def __init__(self, widths_and_ranks, seed=0):
         self.post = [
@@ -288,3 +297,90 @@ def test_default_rounding_floors_the_threshold_first(
         assert evaluate(eq3, width, rank0, width, rank).n_neurons == difference
         with pytest.raises(ValueError, match="rounding"):
             evaluate(Trigger(rounding="nearest"), width, rank0, width, rank)
+
+
+# --- the cutoff on the normalised matrix, with singular values on both sides of epsilon ---
+
+#: Not a round number: with it, a cutoff of epsilon^2 instead of epsilon^2 * n (or a
+#: normalisation by the wrong dimension) moves the count.
+EPSILON = 0.037
+
+
+def matrix_with_singular_values(n, m, values, seed):
+    """A float64 ``n x m`` matrix with exactly these singular values (zeros beyond them)."""
+    g = torch.Generator().manual_seed(seed)
+    r = min(n, m)
+    s = torch.zeros(r, dtype=torch.float64)
+    s[: len(values)] = torch.as_tensor(values, dtype=torch.float64)
+    U = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(m, r, generator=g, dtype=torch.float64))[0]
+    return (U * s) @ V.T
+
+
+class SpectrumContext:
+    """Post-activations ``H`` (n x M) with given singular values of ``H / sqrt(n)``."""
+
+    def __init__(self, n, width, values, seed=0):
+        self.post = math.sqrt(n) * matrix_with_singular_values(n, width, values, seed)
+        self.post = self.post.float()
+
+    def activations(self, index):
+        return SiteActivations(inputs=None, pre=None, post=self.post)
+
+    def post_gram(self, index):
+        return gram(self.post)
+
+
+def svd_count(A, scale, epsilon=EPSILON):
+    """Singular values of ``A / scale`` above ``epsilon``, by numpy's SVD in float64."""
+    return int(np.sum(np.linalg.svd(A.double().numpy() / scale, compute_uv=False) > epsilon))
+
+
+# Singular values of the normalised matrix, within 10-60 % of epsilon on both sides.
+SPECTRUM_0 = [1.0, 0.5, 0.09, 0.045, 0.031, 0.02, 0.004]  # 4 above 0.037, width 10
+SPECTRUM_1 = [2.0, 0.6, 0.3, 0.11, 0.052, 0.041, 0.033, 0.021, 0.009, 0.003]  # 6, width 12
+
+
+@pytest.mark.parametrize("method", ["ldl", "eigh", "svd"])
+@pytest.mark.parametrize("n_samples", [40, 200])
+def test_activation_trigger_counts_the_normalised_singular_values_above_epsilon(method, n_samples):
+    start = SpectrumContext(n_samples, 10, SPECTRUM_0, seed=1)
+    later = SpectrumContext(n_samples, 12, SPECTRUM_1, seed=2)
+    rank0 = svd_count(start.post, math.sqrt(n_samples))
+    rank = svd_count(later.post, math.sqrt(n_samples))
+    assert (rank0, rank) == (4, 6)
+    # Other normalisations count differently: the cases can tell them apart.
+    for scale in (1.0, n_samples, math.sqrt(10), math.sqrt(12)):
+        assert svd_count(later.post, scale) != rank or svd_count(start.post, scale) != rank0
+
+    trigger = ActivationTrigger(gamma=0.9, epsilon=EPSILON, method=method)
+    trigger.initialize([site_of_width(10)], start)
+    assert trigger.baselines_[0] == rank0 / 10
+    decision = trigger(0, site_of_width(12), later)
+    assert decision.metric == rank / 12
+    assert decision.threshold == pytest.approx(0.9 * rank0 / 10)
+    assert decision.n_neurons == expected_count(0.9, rank0, 10, rank, 12) == 6 - 4
+
+
+@pytest.mark.parametrize("method", ["ldl", "eigh", "svd"])
+def test_weight_trigger_counts_the_normalised_singular_values_above_epsilon(method):
+    def site(width, values, seed):
+        producer = nn.Linear(FAN_IN, width)
+        W = math.sqrt(FAN_IN) * matrix_with_singular_values(width, FAN_IN, values, seed)
+        with torch.no_grad():
+            producer.weight.copy_(W)
+        return GrowthSite(f"w{width}", producer, [], torch.relu)
+
+    start, later = site(10, SPECTRUM_0, 3), site(12, SPECTRUM_1, 4)
+    rank0 = svd_count(start.producer.weight.detach(), math.sqrt(FAN_IN))
+    rank = svd_count(later.producer.weight.detach(), math.sqrt(FAN_IN))
+    assert (rank0, rank) == (4, 6)
+    for scale in (1.0, FAN_IN, math.sqrt(12)):  # no, full or the neurons' normalisation
+        assert svd_count(later.producer.weight.detach(), scale) != rank
+
+    trigger = WeightTrigger(gamma=0.9, epsilon=EPSILON, method=method)
+    trigger.initialize([start], None)
+    assert trigger.baselines_[0] == rank0 / 10
+    decision = trigger(0, later, None)
+    assert decision.metric == rank / 12
+    assert decision.n_neurons == expected_count(0.9, rank0, 10, rank, 12) == 2
