@@ -75,6 +75,10 @@ def describe(clf, X, caught, error=None):
 def main():
     import signal
 
+    # Python's own handler, as in an interactive session: a shell without job control
+    # starts background jobs (a CI runner's, say) with SIGINT ignored, and Python then
+    # leaves it ignored, so the estimator would (rightly) leave it alone.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     default = signal.getsignal(signal.SIGINT)
     X, y = load_digits(return_X_y=True)
     X = X[:600] / 16

@@ -98,6 +98,16 @@ SOURCE_TESTS = {
     "sklearn_north/growth/gate.py": ["test_gate"],
     "sklearn_north/growth/strategies.py": ["test_custom_strategies", "test_schedules"],
     "sklearn_north/datasets.py": ["test_datasets"],
+    **{
+        f"sklearn_north/{name}.py": [
+            "test_estimator",
+            "test_mlp_parity",
+            "test_fit_safety",
+            "test_parity",
+            "test_sparse",
+        ]
+        for name in ("_base", "_mlp", "_net", "_stopping", "_interrupt")
+    },
 }
 
 
