@@ -29,10 +29,12 @@ class SignalledInit(RandomInit):
     at = 2
     calls = 0
     wanted = 1  # signals to wait for
+    signalled_step = None  # the optimizer step whose growth the signal landed in
 
     def __call__(self, index, site, k, context, generator):
         SignalledInit.calls += 1
         if SignalledInit.calls == SignalledInit.at and SignalledInit.phase:
+            SignalledInit.signalled_step = context.step
             print(f"MID-GROWTH {SignalledInit.phase}", flush=True)
             deadline = time.monotonic() + 10
             # Sleeping in steps: a signal handler runs between them (the second signal
@@ -69,6 +71,8 @@ def describe(clf, X, caught, error=None):
         "proba_sums": float(np.abs(proba.sum(axis=1) - 1).max()),
         "loss_curve_length": len(clf.loss_curve_),
         "proba_digest": float(proba[:50].sum(axis=0) @ np.arange(proba.shape[1])),
+        "steps": dict(clf.net_.callbacks_)["growth"].step_,
+        "signalled_step": SignalledInit.signalled_step,
     }
 
 

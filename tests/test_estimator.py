@@ -676,10 +676,23 @@ def test_cuda_without_cuda_is_a_clear_error(blobs):
     assert_not_fitted(clf)
 
 
+#: failure -> what the error says (the test must fail where the failure is meant to be).
+REJECTIONS = {
+    "nan": "NaN",
+    "single class": "at least 2 classes",
+    "parameter": "'gamma' parameter",
+    "batch_size": "'batch_size' parameter",
+    "optimizer_params": "momentm",
+    "features": "features",
+}
+
+
 @pytest.mark.parametrize(
     "failure, warm_start",
     [
-        *((f, w) for f in ("nan", "single class", "parameter", "batch_size") for w in (0, 1)),
+        *((f, w) for f in ("nan", "parameter", "batch_size") for w in (False, True)),
+        # A continuation may see one class (of classes_); a fresh fit needs two.
+        ("single class", False),
         ("optimizer_params", False),
         ("features", True),  # a fresh fit may take other features; a continuation not
     ],
@@ -704,13 +717,32 @@ def test_refit_rejected_at_validation_keeps_the_previous_model(blobs, failure, w
         X = X[:, :3]
     else:
         clf.set_params(optimizer_params={"momentm": 0.9})
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=REJECTIONS[failure]):
         clf.fit(X, y)
     # The same objects, the same weights, the same predictions.
     assert {k: v for k, v in vars(clf).items() if k.endswith("_")}.keys() == before.keys()
     assert all(getattr(clf, k) is v for k, v in before.items())
     assert all(torch.equal(a, b) for a, b in zip(clf.module_.parameters(), weights))
     np.testing.assert_array_equal(clf.predict_proba(blobs[0]), proba)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_continuation_takes_the_new_alpha(blobs, alpha):
+    X, y = blobs
+    clf = GrowingMLPClassifier(**FAST, warm_start=True).fit(X, y)
+    clf.set_params(alpha=alpha).fit(X, y)
+    # The continuation's losses carry the penalty of the alpha it was given.
+    net = clf.net_
+    with torch.no_grad():
+        Xb = torch.as_tensor(X, dtype=torch.float32)
+        logits = net.module_(Xb)
+        plain = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(y)))
+        squares = sum(float((layer.weight**2).sum()) for layer in net.module_.layers)
+    loss = float(net.get_loss(logits, torch.as_tensor(y), training=True))
+    assert loss == pytest.approx(plain + 0.5 * alpha * squares / len(X), rel=1e-5)
+    again = GrowingMLPClassifier(**FAST, warm_start=True).fit(X, y)
+    again.set_params(alpha=1.0 - alpha).fit(X, y)
+    assert not np.allclose(again.predict_proba(X), clf.predict_proba(X))
 
 
 class PoisonAt(Callback):

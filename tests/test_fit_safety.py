@@ -59,6 +59,8 @@ def test_ctrl_c_mid_growth_keeps_a_consistent_usable_model(interrupted, phase):
     assert report["proba_finite"] and report["proba_sums"] < 1e-5
     assert report["loss_curve_length"] == report["n_iter"]
     assert report["handler_restored"]
+    # Training stopped after the step the signal landed in, not at the epoch's end.
+    assert report["steps"] == report["signalled_step"]
 
 
 def test_ctrl_c_stops_before_the_planned_epochs(interrupted):

@@ -416,3 +416,22 @@ def test_needs_activations_flags():
     assert not WeightInit.needs_activations
     assert SelectInit.needs_activations
     assert PreActivationInit.needs_activations
+
+
+def test_pre_activation_epsilon_cutoff_keeps_directions_above_epsilon_after_normalisation():
+    # inverse_cutoff="epsilon": an input direction is used when its singular value on the
+    # buffer, normalised by sqrt(n) as the metric's, is above epsilon (0.037 here): with
+    # n = 100 the cutoff is 0.37 on the raw singular values. 0.3 and 0.05 are above
+    # epsilon unnormalised (the eps^2 instead of eps^2 * n bug keeps them); 0.5 is above
+    # epsilon * n ** 0.5 but below epsilon * n (a sqrt dropped elsewhere drops it).
+    n, eps = 100, 0.037
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.standard_normal((n, 5)))
+    V, _ = np.linalg.qr(rng.standard_normal((6, 5)))
+    s = np.array([5.0, 0.5, 0.3, 0.05, 0.01])
+    inputs = torch.as_tensor((U * s) @ V.T, dtype=torch.float64)
+    eig = torch.linalg.eigvalsh(inputs.T @ inputs)
+    kept = PreActivationInit(inverse_cutoff="epsilon")._kept_directions(eig, inputs, 7, eps)
+    svd = np.linalg.svd(inputs.numpy(), compute_uv=False)
+    expected = np.sort(svd) / np.sqrt(n) > eps
+    assert int(kept.sum()) == int(expected.sum()) == 2

@@ -106,7 +106,8 @@ class Recorder(Callback):
 def test_early_stopping_puts_back_the_best_grown_network(digits):
     X, y = digits
     X32 = X[:40].astype(np.float32)
-    scores = [0.5, 0.9, 0.6, 0.7, 0.65, 0.8, 0.8, 0.8]
+    # A tie with the best (epoch 4) resets the count, as MLPClassifier's, but is not better.
+    scores = [0.5, 0.9, 0.6, 0.9, 0.65, 0.8, 0.8, 0.8]
     recorder = Recorder(X32, scores)
     # Grows at every step: the network after the best epoch (2) is wider than at it.
     strategy = (LinearSchedule(target=40, end=1.0), RandomInit())
@@ -120,9 +121,9 @@ def test_early_stopping_puts_back_the_best_grown_network(digits):
         callbacks=[("recorder", recorder)],
     ).fit(X, y)
     rec = dict(clf.net_.callbacks_)["recorder"]
-    # MLPClassifier's rule on the validation scores: epochs 3, 4, 5 miss -> stop after 5.
-    assert clf.n_iter_ == 5
-    assert clf.validation_scores_ == scores[:5]
+    # MLPClassifier's rule on the validation scores: epochs 5, 6, 7 miss -> stop after 7.
+    assert clf.n_iter_ == 7
+    assert clf.validation_scores_ == scores[:7]
     assert clf.best_validation_score_ == 0.9
     assert clf.best_loss_ is None
     assert rec.widths_[-1] > rec.widths_[1]  # it grew after its best epoch
@@ -153,6 +154,36 @@ def test_early_stopping_holds_out_a_stratified_fraction(digits):
     # valid_acc is the accuracy on the held-out part, recorded where skorch records it.
     assert clf.validation_scores_ == list(clf.net_.history[:, "valid_acc"])
     assert all(np.isfinite(clf.net_.history[:, "valid_loss"]))
+
+
+class WeightedAccuracy(Callback):
+    """Recomputes, at every epoch's end, the held-out accuracy weighted by the validation
+    split's sample weights, beside the ``valid_acc`` the estimator recorded."""
+
+    def initialize(self):
+        self.pairs_ = []
+        return self
+
+    def on_epoch_end(self, net, dataset_valid=None, **kwargs):
+        X_val = torch.as_tensor(np.asarray(dataset_valid.X), dtype=torch.float32)
+        labels, weights = np.asarray(dataset_valid.y).T
+        with torch.no_grad():
+            predicted = net.module_(X_val).argmax(dim=1).numpy()
+        mine = float(np.sum(weights * (predicted == labels)) / np.sum(weights))
+        self.pairs_.append((net.history[-1, "valid_acc"], mine))
+
+
+def test_validation_score_is_the_weighted_accuracy(digits):
+    X, y = digits
+    w = np.linspace(0.0, 3.0, len(y)) ** 2
+    clf = GrowingMLPClassifier(
+        **FAST, early_stopping=True, callbacks=[("acc", WeightedAccuracy())]
+    ).fit(X, y, sample_weight=w)
+    pairs = dict(clf.net_.callbacks_)["acc"].pairs_
+    assert len(pairs) == clf.n_iter_
+    for recorded, mine in pairs:
+        assert recorded == pytest.approx(mine, rel=1e-12)
+    assert [r for r, _ in pairs] == clf.validation_scores_
 
 
 def test_skorch_callbacks_that_need_a_validation_split(digits):
