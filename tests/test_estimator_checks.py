@@ -65,13 +65,13 @@ def _label(estimator):
     return estimator.strategy
 
 
-# One check is expected to fail, for every estimator, and is replaced by
-# test_sample_weights_equal_repetitions below. Fitting with integer weights and with repeated
-# rows (15 -> ~30 samples, one batch of 32 here) gives the same probabilities to float32
-# resolution, but the check's rtol is 1e-7, below float32's 1.2e-7 steps: the weighted and
-# repeated losses sum in a different order. (With several batches they would differ anyway,
-# as for any mini-batch training: the batches hold different rows, and the sample buffer is
-# unweighted.)
+# One check (dense and sparse) fails, for every estimator (strict: a pass is an error), and
+# is replaced by test_sample_weights_equal_repetitions below. Fitting with integer weights
+# and with repeated rows (15 -> ~30 samples, one batch of 32 here) gives the same
+# probabilities to float32 resolution, but the check's rtol is 1e-7, below float32's 1.2e-7
+# steps: the weighted and repeated losses sum in a different order. (With several batches
+# they would differ anyway, as for any mini-batch training: the batches hold different rows,
+# and the sample buffer is unweighted.)
 EXPECTED_FAILED_CHECKS = {
     "check_sample_weight_equivalence_on_dense_data": "float32 training vs an rtol of 1e-7",
     "check_sample_weight_equivalence_on_sparse_data": "float32 training vs an rtol of 1e-7",
@@ -90,7 +90,9 @@ def test_every_strategy_is_checked():
     assert "custom" in labels
 
 
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
+@parametrize_with_checks(
+    ESTIMATORS, expected_failed_checks=_expected_failed_checks, xfail_strict=True
+)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 
