@@ -5,6 +5,7 @@ to add new neurons to ANNs".
 """
 
 from . import datasets, exceptions
+from ._cnn import GrowingCNNClassifier
 from ._mlp import GrowingMLPClassifier
 from .growth import STRATEGIES
 
@@ -12,6 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "STRATEGIES",
+    "GrowingCNNClassifier",
     "GrowingMLPClassifier",
     "__version__",
     "datasets",

@@ -103,12 +103,6 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         "schedule": [StrOptions(set(SCHEDULES)), None],
         "schedule_target": ["array-like", Interval(Integral, 1, None, closed="left"), None],
         "schedule_end": [Interval(Real, 0, 1, closed="right")],
-        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "max_hidden_layer_sizes": [
-            "array-like",
-            Interval(Integral, 1, None, closed="left"),
-            None,
-        ],
         "gamma": [Interval(Real, 0, 1, closed="right"), None],
         "trigger_rounding": [StrOptions(set(ROUNDINGS))],
         # Singular values of normalised activations or weights above epsilon count: from
@@ -219,7 +213,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         # Iterating a DataLoader draws a seed from torch's global generator: keep it intact.
         with (
             _torch_threads(self.n_threads),
-            torch.random.fork_rng(devices=_cuda_devices(self.device)),
+            torch.random.fork_rng(devices=_cuda_devices(self.net_.device)),
         ):
             proba = self.net_.predict_proba(X)
         return proba.astype(np.float64, copy=False)
@@ -277,31 +271,32 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 f"{optimizer!r} instead."
             )
         _check_optimizer_params(OPTIMIZERS.get(optimizer, optimizer), self.optimizer_params)
-        _check_device(self.device)
+        _check_device(_resolve_device(self.device))
         _check_callback_types(self.callbacks)
 
     def _fit_new(self, X, y, epochs, classes, sample_weight, incremental):
-        previous = {k: self.__dict__[k] for k in _FITTED_ATTRIBUTES if k in self.__dict__}
+        fitted = self._fitted_names()
+        previous = {k: self.__dict__[k] for k in fitted if k in self.__dict__}
         try:
             net, data, seed, classes_ = self._build(
                 X, y, epochs, classes, sample_weight, incremental
             )
         except BaseException:
             # Rejected input or parameters: the previous model (if any) stays as it was.
-            for name in _FITTED_ATTRIBUTES:
+            for name in fitted:
                 self.__dict__.pop(name, None)
             self.__dict__.update(previous)
             raise
         # From here on the previous model is gone: a failure leaves no fitted state.
-        features = {k: self.__dict__[k] for k in _FEATURE_ATTRIBUTES if k in self.__dict__}
-        for name in _FITTED_ATTRIBUTES:
+        features = {k: self.__dict__[k] for k in self._input_names() if k in self.__dict__}
+        for name in fitted:
             self.__dict__.pop(name, None)
         try:
-            with _TorchSeed(seed, self.device):
+            with _TorchSeed(seed, net.device):
                 net.initialize()
                 stopped = self._train(net, data, epochs, incremental)
         except BaseException:
-            for name in _FITTED_ATTRIBUTES:
+            for name in fitted:
                 self.__dict__.pop(name, None)
             raise
         self.__dict__.update(features)
@@ -331,17 +326,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         initial, maximum = self._widths()
         target = self._schedule_target(initial, maximum)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        # Fresh copies: fit never modifies the objects of a custom strategy.
-        trigger, initializer = make_strategy(
-            self.strategy,
-            gamma=self.gamma,
-            epsilon=self.epsilon,
-            n_candidates=self.n_candidates,
-            rounding=self.trigger_rounding,
-            schedule=self.schedule,
-            schedule_target=target,
-            schedule_end=self.schedule_end,
-        )
+        trigger, initializer = self._make_strategy(target)
         validation = self.early_stopping and not incremental
         _check_callbacks(self.callbacks, getattr(trigger, "can_grow", True), validation)
         data = self._training_data(X, encoder.transform(y), sample_weight, seed, incremental)
@@ -355,18 +340,19 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             gate_data = held[:2]  # the gate's loss is unweighted
             data = _TrainingData((X_fit, y_fit, w_fit), data.valid)
         if classes is None and getattr(trigger, "needs_activations", False):
-            _warn_small_training_set(data.n_train, maximum)
+            self._warn_capacity(data.n_train, maximum)
         growth = GrowthCallback(
             trigger,
             initializer,
             trigger_interval=self.trigger_interval,
-            buffer_size=self.buffer_size,
+            buffer_size=self._buffer_size(),
             activation_source=self.activation_source,
             random_state=seed,
             # Schedules plan for max_epochs epochs (partial_fit calls count as epochs).
             planned_epochs=self.max_epochs,
             gate=gate,
             gate_data=gate_data,
+            **self._growth_options(),
         )
         n_classes = len(encoder.classes_)
         module, module_kwargs = self._module_spec(X, n_classes, initial, maximum)
@@ -396,12 +382,49 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 ("stopping", ConvergenceStop()),
             ],
             classes=list(range(n_classes)),
-            device=self.device,
+            device=_resolve_device(self.device),
             verbose=int(self.verbose),
             **module_kwargs,
             **optimizer_kwargs,
         )
         return net, data, seed, encoder.classes_
+
+    def _make_strategy(self, target, **defaults):
+        """Fresh ``(trigger, initializer)`` objects (fit never modifies the objects of a
+        custom strategy); ``defaults`` are the estimator's own defaults of
+        ``make_strategy``'s keywords, used where the parameter is None."""
+        gamma = self.gamma if self.gamma is not None else defaults.pop("gamma", None)
+        return make_strategy(
+            self.strategy,
+            gamma=gamma,
+            epsilon=self.epsilon,
+            n_candidates=self.n_candidates,
+            rounding=self.trigger_rounding,
+            schedule=self.schedule,
+            schedule_target=target,
+            schedule_end=self.schedule_end,
+            **defaults,
+        )
+
+    def _growth_options(self):
+        """Further keyword arguments of the ``GrowthCallback``."""
+        return {}
+
+    def _buffer_size(self):
+        """The growth callback's sample buffer size (None: its own default)."""
+        return self.buffer_size
+
+    def _warn_capacity(self, n_samples, maximum):
+        """Warn where the training set bounds what the activation metric can count."""
+        _warn_small_training_set(n_samples, maximum)
+
+    def _fitted_names(self):
+        """Attributes that only a successful fit sets (a failed fit removes them)."""
+        return _FITTED_ATTRIBUTES
+
+    def _input_names(self):
+        """Attributes that input validation sets (``validate_data`` with reset=True)."""
+        return _FEATURE_ATTRIBUTES
 
     def _training_data(self, X, y_enc, sample_weight, seed, incremental):
         """The data of one call: all of it, or (under early stopping, in ``fit``) a
@@ -431,12 +454,13 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             X, np.searchsorted(self.classes_, y), sample_weight, seed, incremental
         )
         # A failure during training puts back the model of before the call.
-        previous = {k: self.__dict__[k] for k in _FITTED_ATTRIBUTES if k in self.__dict__}
+        fitted = self._fitted_names()
+        previous = {k: self.__dict__[k] for k in fitted if k in self.__dict__}
         previous["net_"] = copy.deepcopy(self.net_)
         try:
             stopped = self._train_more(data, epochs, incremental, seed)
         except BaseException:
-            for name in _FITTED_ATTRIBUTES:
+            for name in fitted:
                 self.__dict__.pop(name, None)
             self.__dict__.update(previous)
             raise
@@ -456,7 +480,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         net.verbose = int(self.verbose)
         net.alpha = self.alpha
         net.iterator_train__shuffle = self.shuffle
-        with _TorchSeed(seed, self.device):
+        with _TorchSeed(seed, net.device):
             stopped = self._train(net, data, epochs, incremental)
         self._set_fitted_attributes()
         return stopped
@@ -571,19 +595,8 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         return _writeable(X), y
 
     def _widths(self):
-        initial = _as_widths(self.hidden_layer_sizes, "hidden_layer_sizes")
-        if self.max_hidden_layer_sizes is None:
-            maximum = tuple(10 * w for w in initial)
-        else:
-            maximum = _per_layer(self.max_hidden_layer_sizes, "max_hidden_layer_sizes", initial)
-        below = [(i, m, w) for i, (m, w) in enumerate(zip(maximum, initial)) if m < w]
-        if below:
-            i, m, w = below[0]
-            raise ValueError(
-                f"max_hidden_layer_sizes must be >= hidden_layer_sizes for every layer; "
-                f"layer {i} has maximum {m} below its initial width {w}."
-            )
-        return initial, maximum
+        """``(initial, maximum)`` widths of the network's growth sites."""
+        raise NotImplementedError
 
     def _schedule_target(self, initial, maximum):
         """The schedule's target widths: ``maximum`` by default, else within bounds."""
@@ -788,7 +801,7 @@ def _warn_small_training_set(n_samples, maximum):
             f"follow the number of samples. Set max_hidden_layer_sizes below "
             f"{n_samples} or train on more samples.",
             GrowthCapacityWarning,
-            stacklevel=5,  # the user's call of fit
+            stacklevel=6,  # the user's call of fit
         )
 
 
@@ -814,6 +827,13 @@ def _as_widths(value, name):
             f"{name} must be a positive int or a sequence of positive ints, got {value!r}."
         )
     return tuple(int(w) for w in widths)
+
+
+def _resolve_device(device):
+    """``"auto"``: the first CUDA device where torch sees one, else the CPU."""
+    if isinstance(device, str) and device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def _check_device(device):

@@ -1,9 +1,11 @@
 """``GrowingMLPClassifier``: a multi-layer perceptron that grows its hidden layers."""
 
-import numpy as np
-from sklearn.utils._param_validation import StrOptions
+from numbers import Integral
 
-from ._base import BaseGrowingClassifier
+import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ._base import BaseGrowingClassifier, _as_widths, _per_layer
 from .nn import ACTIVATIONS, GrowableMLP
 
 
@@ -145,7 +147,8 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         best grown network). A ``KeyboardInterrupt`` raised by any other callback aborts
         the call as an error does (see ``fit``).
     device : str, default="cpu"
-        Torch device, e.g. ``"cuda"``. On a GPU the network, the sample buffer and the
+        Torch device, e.g. ``"cuda"``; ``"auto"``: CUDA where torch sees a GPU, else the
+        CPU. On a GPU the network, the sample buffer and the
         growth statistics live on the device; the metric's LDL^T factorisation runs on the
         host CPU, where it is faster at these sizes. Determinism is promised on the CPU
         only (CUDA kernels may reduce in a different order from run to run).
@@ -200,6 +203,8 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
 
     _parameter_constraints = {
         **BaseGrowingClassifier._parameter_constraints,
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "max_hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left"), None],
         "activation": [StrOptions(set(ACTIVATIONS))],
     }
 
@@ -270,6 +275,22 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
+
+    def _widths(self):
+        # Hidden layers: the initial widths, and ten times them unless capped.
+        initial = _as_widths(self.hidden_layer_sizes, "hidden_layer_sizes")
+        if self.max_hidden_layer_sizes is None:
+            maximum = tuple(10 * w for w in initial)
+        else:
+            maximum = _per_layer(self.max_hidden_layer_sizes, "max_hidden_layer_sizes", initial)
+        below = [(i, m, w) for i, (m, w) in enumerate(zip(maximum, initial)) if m < w]
+        if below:
+            i, m, w = below[0]
+            raise ValueError(
+                f"max_hidden_layer_sizes must be >= hidden_layer_sizes for every layer; "
+                f"layer {i} has maximum {m} below its initial width {w}."
+            )
+        return initial, maximum
 
     def _module_spec(self, X, n_classes, initial, maximum):
         return GrowableMLP, {

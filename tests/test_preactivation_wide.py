@@ -81,24 +81,24 @@ def test_wide_input_candidates_are_scored_on_their_own_pre_activations(
     make_mlp, inputs, monkeypatch
 ):
     # The sample-space path scores candidates from c (w = A^T c) without forming their
-    # weights: what it scores must be the pre-activations of the neurons it returns.
+    # weights: what it scores must be the post-activations of the neurons it returns.
     module = make_mlp(n_features=120, hidden=(8, 4), activation="tanh", trained=True)
     X = inputs(n_samples=40, n_features=120)
     site = module.growth_sites()[0]
     scored = {}
     most_orthogonal = init_module._most_orthogonal
 
-    def recording(index, site, k, context, pre_blocks, largest=True):
-        blocks = list(pre_blocks)
-        scored["pre"] = torch.cat(blocks, dim=1)
+    def recording(index, site, k, context, post_blocks, largest=True):
+        blocks = list(post_blocks)
+        scored["post"] = torch.cat(blocks, dim=1)
         scored["chosen"] = most_orthogonal(index, site, k, context, iter(blocks), largest)
         return scored["chosen"]
 
     monkeypatch.setattr(init_module, "_most_orthogonal", recording)
     new = PreActivationInit(n_candidates=300)(0, site, 5, GrowthContext(module, X), generator(0))
-    assert scored["pre"].shape == (40, 300)
-    Z_new = X @ new.fan_in.T + new.bias
-    torch.testing.assert_close(scored["pre"][:, scored["chosen"]], Z_new, rtol=1e-4, atol=1e-5)
+    assert scored["post"].shape == (40, 300)
+    H_new = torch.tanh(X @ new.fan_in.T + new.bias)
+    torch.testing.assert_close(scored["post"][:, scored["chosen"]], H_new, rtol=1e-4, atol=1e-5)
 
 
 def weak_direction_inputs(n, d, relative):

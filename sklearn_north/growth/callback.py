@@ -98,6 +98,10 @@ class GrowthCallback(Callback):
     gate_data : (X, y) or None, default=None
         The held-out samples (inputs, encoded labels) the gate judges growth on; kept out
         of training by whoever builds the net. Required with ``gate``.
+    strict_buffer : bool, default=True
+        ``False`` accepts a ``buffer_size`` no larger than a dense site's maximum width:
+        the paper's CNN protocol measures the current mini-batch, which caps the rank of
+        its dense layers' activations at the batch size (the paper's behaviour).
 
     Attributes
     ----------
@@ -130,6 +134,7 @@ class GrowthCallback(Callback):
         activation_source="buffer",
         gate=None,
         gate_data=None,
+        strict_buffer=True,
     ):
         self.trigger = trigger
         self.initializer = initializer
@@ -141,6 +146,7 @@ class GrowthCallback(Callback):
         self.activation_source = activation_source
         self.gate = gate
         self.gate_data = gate_data
+        self.strict_buffer = strict_buffer
 
     # -- skorch hooks -------------------------------------------------------------------
 
@@ -364,7 +370,7 @@ class GrowthCallback(Callback):
     def _check_buffer_size(self, sites):
         # The activations of M dense neurons on n samples have rank <= n: with n <= M the
         # metric is capped at n / M and the layer silently stops growing near n neurons.
-        if self.buffer_size is None:
+        if self.buffer_size is None or not self.strict_buffer:
             return
         dense = [s.max_width or s.width for s in sites if isinstance(s.producer, nn.Linear)]
         if dense and self.buffer_size <= max(dense):

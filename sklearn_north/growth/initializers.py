@@ -164,15 +164,17 @@ class _ResidualScorer:
         return residual2.clamp_min(0).sqrt()
 
 
-def _most_orthogonal(index, site, k, context, pre_blocks, largest=True):
+def _most_orthogonal(index, site, k, context, post_blocks, largest=True):
     """Indices of the k candidates whose post-activations are most orthogonal to the
     site's (``largest=False``: the least orthogonal, see
-    ``SelectInit._keep_most_orthogonal``). ``pre_blocks`` yields the candidates'
-    pre-activations on the buffer, blocks of (n, chunk) in order, in the site's dtype."""
+    ``SelectInit._keep_most_orthogonal``). ``post_blocks`` yields the candidates'
+    post-activations on the buffer, laid out as the site's (rows: samples, or positions
+    of samples on a conv site), blocks of (n, chunk) in order, in the site's dtype."""
     acts = context.activations(index)
+    # n: the rows the metric normalises by (N * H * W on a conv site).
     n = acts.post.shape[0]
     scorer = _ResidualScorer(acts.post, context.epsilon * math.sqrt(n), context.post_gram(index))
-    scores = torch.cat([scorer(site.activation(z)) for z in pre_blocks])
+    scores = torch.cat([scorer(z) for z in post_blocks])
     return torch.topk(scores, k, largest=largest).indices
 
 
@@ -182,11 +184,10 @@ def _select_most_orthogonal(index, site, k, context, fan_in, bias, largest=True)
     inputs = context.activations(index).inputs
     fan_in = _to_site(site, fan_in)
     bias = _to_site(site, bias)
-    flat = fan_in.reshape(fan_in.shape[0], -1)
     # Blocks of candidates: the (n, K) activations are never held at once.
     blocks = (
-        torch.addmm(b, inputs, w.T)
-        for w, b in zip(flat.split(CANDIDATE_CHUNK), bias.split(CANDIDATE_CHUNK))
+        site.candidate_post(inputs, w, b)
+        for w, b in zip(fan_in.split(CANDIDATE_CHUNK), bias.split(CANDIDATE_CHUNK))
     )
     chosen = _most_orthogonal(index, site, k, context, blocks, largest)
     return NewNeurons(fan_in=fan_in[chosen], bias=bias[chosen])
@@ -331,6 +332,14 @@ class PreActivationInit(Initializer):
         return eig > max(rtol**2, floor) * eig.max()
 
     def __call__(self, index, site, k, context, generator):
+        if site.is_conv:
+            # Eq. 7 inverts the layer's input matrix; the paper defines it for dense
+            # layers (its code runs Select on convolutions).
+            raise ValueError(
+                f"The pre-activation initializer (north-pre) is defined for dense layers "
+                f"only; site {site.name!r} is a convolution. Use north-select on "
+                f"convolutional networks, as the paper does."
+            )
         n_cand = max(int(self.n_candidates), k)
         inputs = context.activations(index).inputs
         n_columns = math.prod(inputs.shape[1:]) + 1
@@ -414,7 +423,7 @@ class PreActivationInit(Initializer):
         norms = (C * XXc).sum(dim=0).clamp_min(0).sqrt()
         factors = torch.where(norms > 0, mean_fan_in_norm(site) / norms.clamp_min(1e-300), 0)
         pre = (XXc + bias) * factors
-        blocks = (_to_site(site, z) for z in pre.split(CANDIDATE_CHUNK, dim=1))
+        blocks = (site.activation(_to_site(site, z)) for z in pre.split(CANDIDATE_CHUNK, dim=1))
         chosen = _most_orthogonal(index, site, k, context, blocks)
         C = C[:, chosen] * factors[chosen]
         w = _matmul_float64(X.T, C).T  # (k, fan_in): formed for the kept candidates only

@@ -44,6 +44,15 @@ class GrowthSite:
         Normalisation layers (BatchNorm) over the site's neurons.
     max_width : int or None
         The width the site may not grow past.
+    response : callable or None
+        ``response(inputs, fan_in, bias)``: the post-activations that neurons with these
+        fan-in weights ``(k, *fan_in_shape)`` and biases ``(k,)`` would have on
+        ``inputs`` (the producer's input, as ``SiteActivations.inputs``), laid out as the
+        site's ``SiteActivations.post`` (one row per sample, or per position of a sample
+        for a conv site, one column per neuron). ``None``: a dense site's
+        ``activation(inputs @ fan_in.T + bias)``. A conv site's network gives its own
+        (the convolution, the normalisation and pooling between it and the activations
+        the metric measures).
     """
 
     name: str
@@ -52,6 +61,19 @@ class GrowthSite:
     activation: Callable
     norms: list = field(default_factory=list)
     max_width: int | None = None
+    response: Callable | None = None
+
+    @property
+    def is_conv(self):
+        """Whether the site's neurons are the output channels of a convolution."""
+        return isinstance(self.producer, nn.modules.conv._ConvNd)
+
+    def candidate_post(self, inputs, fan_in, bias):
+        """Post-activations of candidate neurons on ``inputs`` (see ``response``)."""
+        if self.response is not None:
+            return self.response(inputs, fan_in, bias)
+        flat = fan_in.reshape(fan_in.shape[0], -1)
+        return self.activation(torch.addmm(bias, inputs.reshape(inputs.shape[0], -1), flat.T))
 
     @property
     def width(self):

@@ -30,6 +30,7 @@ def make_strategy(
     epsilon=None,
     n_candidates=None,
     rounding=None,
+    baseline=None,
     schedule=None,
     schedule_target=None,
     schedule_end=0.75,
@@ -53,6 +54,9 @@ def make_strategy(
         Override the rounding of the orthogonality triggers (T_act, T_weight; see
         ``triggers.ActivationTrigger``). Named strategies only; ignored by triggers
         without it.
+    baseline : {"init", "running_max"} or None
+        Override the orthogonality triggers' baseline (``"running_max"``: the paper's CNN
+        protocol). Named strategies only; ignored by triggers without it.
     schedule : {"linear", "batched"} or None
         Replace the trigger by this preset schedule (``schedules.SCHEDULES``), keeping the
         initializer. ``epsilon`` (given, or the replaced trigger's) is passed on to it.
@@ -75,7 +79,9 @@ def make_strategy(
         callable objects.
     """
     if isinstance(strategy, str):
-        trigger, initializer = _named_strategy(strategy, gamma, epsilon, n_candidates, rounding)
+        trigger, initializer = _named_strategy(
+            strategy, gamma, epsilon, n_candidates, rounding, baseline
+        )
     else:
         trigger, initializer = _custom_strategy(strategy, allow_no_initializer=schedule is None)
     if schedule is None:
@@ -95,7 +101,7 @@ def make_strategy(
     return trigger, initializer
 
 
-def _named_strategy(strategy, gamma, epsilon, n_candidates, rounding=None):
+def _named_strategy(strategy, gamma, epsilon, n_candidates, rounding=None, baseline=None):
     if strategy not in STRATEGIES:
         raise ValueError(
             f"Unknown strategy {strategy!r}. Valid strategies are: {sorted(STRATEGIES)}."
@@ -103,7 +109,7 @@ def _named_strategy(strategy, gamma, epsilon, n_candidates, rounding=None):
     trigger_name, init_name = STRATEGIES[strategy]
     trigger = TRIGGERS[trigger_name]()
     initializer = INITIALIZERS[init_name]() if init_name is not None else None
-    overrides = {"gamma": gamma, "epsilon": epsilon, "rounding": rounding}
+    overrides = {"gamma": gamma, "epsilon": epsilon, "rounding": rounding, "baseline": baseline}
     valid = trigger.get_params(deep=False)
     trigger.set_params(**{k: v for k, v in overrides.items() if v is not None and k in valid})
     if (

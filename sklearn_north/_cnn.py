@@ -1,0 +1,314 @@
+"""``GrowingCNNClassifier``: a convolutional network that grows its channels."""
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array
+
+from ._base import _FEATURE_ATTRIBUTES, _FITTED_ATTRIBUTES, BaseGrowingClassifier, _per_layer
+from .growth import STRATEGIES
+from .nn.cnn import ARCHITECTURES, GrowableCNN
+
+#: Strategies whose initializers have no conv form yet (GradMax, Firefly, NeST on convs).
+_DENSE_ONLY = {"gradmax", "firefly", "nest", "north-pre"}
+
+
+class GrowingCNNClassifier(BaseGrowingClassifier):
+    """Convolutional network classifier whose channels (and hidden dense layers) grow.
+
+    The growth engine of ``GrowingMLPClassifier``, on convolutions: a conv's output
+    channels are its neurons (Maile et al., 2022, section 4.3). New channels get a filter
+    and a zero bias, zero weights in every conv (or dense layer) that reads them, and
+    identity BatchNorm entries, so the network's function is unchanged when they are
+    added. The activation metric of a conv counts the directions of its post-activations
+    (after its pooling) over every position of every sample.
+
+    Parameters
+    ----------
+    architecture : {"small", "vgg11"}, default="small"
+        ``"small"``: two conv blocks (3x3 conv, ReLU, 2x2 max-pool) and one hidden dense
+        layer, standard widths 32-64-128, for small images (digits 8x8, MNIST 28x28).
+        ``"vgg11"``: the paper's VGG-11 (8 convs of standard widths 64 ... 512, pools
+        after convs 1, 2, 4, 6 and 8, two hidden dense layers of 4096), for 32x32 images.
+        All convs and hidden dense layers grow.
+    widths : float or sequence of int, default=0.25
+        Initial widths: a multiplier of the architecture's standard widths (the paper
+        starts at 0.25), or one width per site (convs first, then hidden dense layers).
+    max_widths : float, int, sequence of int or None, default=2.0
+        Maximum widths: a float multiplies the standard widths (the paper caps at 2.0),
+        an int applies to every site, a sequence gives one per site. ``None``: 8 times
+        each site's initial width.
+    batch_norm : bool, default=False
+        A BatchNorm layer after every conv (the paper's VGG has none).
+    input_shape : tuple (channels, height, width) or None, default=None
+        How to read 2-D input ``(n_samples, n_features)``: each row holds one image in
+        NCHW order (channels, then rows, then columns). ``None``: a square single-channel
+        image when ``n_features`` is a perfect square (digits: 8x8), else a single row of
+        ``n_features`` pixels. 4-D input ``(n_samples, channels, height, width)`` gives
+        its own shape (``input_shape`` must then match or be None).
+    strategy : str or tuple (trigger, initializer), default="north-select"
+        As in ``GrowingMLPClassifier``. On convolutions: ``"north-select"``,
+        ``"north-random"``, ``"north-weight"``, ``"static"`` and custom pairs;
+        ``"north-pre"``, ``"gradmax"``, ``"firefly"`` and ``"nest"`` are defined for
+        dense layers only here (``ValueError``).
+    schedule, schedule_target, schedule_end
+        As in ``GrowingMLPClassifier`` (``schedule_target`` per site).
+    gamma : float in (0, 1] or None, default=None
+        ``None``: 0.9 for the activation trigger, with a running-maximum baseline (the
+        paper's CNN protocol: late conv layers have a near-zero metric at initialisation),
+        and the weight trigger's 0.99.
+    trigger_rounding, epsilon, trigger_interval, growth_gate
+        As in ``GrowingMLPClassifier``.
+    n_candidates : int, default=100
+        Candidate filters scored per growth event by ``north-select`` (the paper's 100).
+    buffer_size : int or None, default=None
+        Recent training images the activation metric is measured on. ``None``: one
+        mini-batch (``batch_size``), the authors' CNN protocol: the current mini-batch.
+    activation_source : {"buffer"}, default="buffer"
+        Only the buffer is measured on convolutions.
+    optimizer, optimizer_params, lr, batch_size, max_epochs, alpha, shuffle, tol,
+    n_iter_no_change, early_stopping, validation_fraction, callbacks, device, n_threads,
+    warm_start, random_state, verbose
+        As in ``GrowingMLPClassifier``.
+
+    Attributes
+    ----------
+    widths_ : tuple of int
+        Final widths of the sites: the convs' channels, then the hidden dense layers.
+    hidden_layer_sizes_ : tuple of int
+        The same (the name the MLP uses, for code that handles both).
+    input_shape_ : tuple of int
+        ``(channels, height, width)`` the network reads.
+    classes_, n_features_in_, feature_names_in_, growth_history_, loss_curve_, loss_,
+    best_loss_, validation_scores_, best_validation_score_, t_, n_iter_, n_layers_,
+    n_outputs_, out_activation_, net_
+        As in ``GrowingMLPClassifier``.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn_north import GrowingCNNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = GrowingCNNClassifier(max_epochs=2, random_state=0).fit(X / 16, y)
+    >>> clf.input_shape_
+    (1, 8, 8)
+    """
+
+    _parameter_constraints = {
+        **BaseGrowingClassifier._parameter_constraints,
+        "architecture": [StrOptions(set(ARCHITECTURES))],
+        "widths": [Interval(Real, 0, None, closed="neither"), "array-like"],
+        "max_widths": [Interval(Real, 0, None, closed="neither"), "array-like", None],
+        "batch_norm": ["boolean"],
+        "input_shape": [tuple, list, None],
+        "activation_source": [StrOptions({"buffer"})],
+    }
+
+    def __init__(
+        self,
+        architecture="small",
+        widths=0.25,
+        max_widths=2.0,
+        batch_norm=False,
+        input_shape=None,
+        strategy="north-select",
+        schedule=None,
+        schedule_target=None,
+        schedule_end=0.75,
+        gamma=None,
+        trigger_rounding="floor_threshold",
+        epsilon=0.01,
+        n_candidates=100,
+        trigger_interval="auto",
+        buffer_size=None,
+        activation_source="buffer",
+        growth_gate=None,
+        optimizer="adam",
+        optimizer_params=None,
+        lr=3e-4,
+        batch_size=128,
+        max_epochs=100,
+        alpha=0.0,
+        shuffle=True,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        callbacks=None,
+        device="cpu",
+        n_threads=None,
+        warm_start=False,
+        random_state=None,
+        verbose=0,
+    ):
+        self.architecture = architecture
+        self.widths = widths
+        self.max_widths = max_widths
+        self.batch_norm = batch_norm
+        self.input_shape = input_shape
+        self.strategy = strategy
+        self.schedule = schedule
+        self.schedule_target = schedule_target
+        self.schedule_end = schedule_end
+        self.gamma = gamma
+        self.trigger_rounding = trigger_rounding
+        self.epsilon = epsilon
+        self.n_candidates = n_candidates
+        self.trigger_interval = trigger_interval
+        self.buffer_size = buffer_size
+        self.activation_source = activation_source
+        self.growth_gate = growth_gate
+        self.optimizer = optimizer
+        self.optimizer_params = optimizer_params
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.alpha = alpha
+        self.shuffle = shuffle
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.callbacks = callbacks
+        self.device = device
+        self.n_threads = n_threads
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- what differs from the MLP ---------------------------------------------------
+
+    def _widths(self):
+        standard = self._standard_widths()
+        initial = self._scaled(self.widths, "widths", standard)
+        if self.max_widths is None:
+            maximum = tuple(8 * w for w in initial)
+        elif isinstance(self.max_widths, Integral) and not isinstance(self.max_widths, bool):
+            maximum = (int(self.max_widths),) * len(initial)
+        else:
+            maximum = self._scaled(self.max_widths, "max_widths", standard)
+        below = [(i, m, w) for i, (m, w) in enumerate(zip(maximum, initial)) if m < w]
+        if below:
+            i, m, w = below[0]
+            raise ValueError(
+                f"max_widths must be >= widths for every site; site {i} has maximum {m} "
+                f"below its initial width {w}."
+            )
+        return initial, maximum
+
+    def _standard_widths(self):
+        spec = ARCHITECTURES[self.architecture]
+        return (*spec["conv"], *spec["dense"])
+
+    @staticmethod
+    def _scaled(value, name, standard):
+        """A multiplier of the standard widths, or one width per site."""
+        if np.ndim(value) == 0:
+            return tuple(max(1, round(float(value) * w)) for w in standard)
+        return _per_layer(value, name, standard)
+
+    def _make_strategy(self, target, **defaults):
+        if isinstance(self.strategy, str) and self.strategy in _DENSE_ONLY:
+            raise ValueError(
+                f"strategy={self.strategy!r} is defined for dense layers only in this "
+                f"version; GrowingCNNClassifier grows convolutions with 'north-select', "
+                f"'north-random', 'north-weight', a schedule or a custom pair."
+            )
+        if isinstance(self.strategy, str) and STRATEGIES[self.strategy][0] == "activation":
+            defaults = {"gamma": 0.9, "baseline": "running_max", **defaults}
+        return super()._make_strategy(target, **defaults)
+
+    def _buffer_size(self):
+        # The authors' CNN protocol: the metric on the current mini-batch.
+        if self.buffer_size is not None:
+            return self.buffer_size
+        return self.batch_size if isinstance(self.batch_size, Integral) else 200
+
+    def _growth_options(self):
+        # A mini-batch may hold fewer images than a dense layer may have neurons (VGG:
+        # 128 against 4096): that caps the dense layers' metric, as in the paper.
+        return {"strict_buffer": False}
+
+    def _warn_capacity(self, n_samples, maximum):
+        # A conv site's metric counts positions of samples, not samples.
+        return
+
+    def _fitted_names(self):
+        return (*_FITTED_ATTRIBUTES, "widths_", "input_shape_")
+
+    def _input_names(self):
+        return (*_FEATURE_ATTRIBUTES, "input_shape_")
+
+    def _module_spec(self, X, n_classes, initial, maximum):
+        spec = ARCHITECTURES[self.architecture]
+        n_conv = len(spec["conv"])
+        return GrowableCNN, {
+            "input_shape": self.input_shape_,
+            "conv_widths": initial[:n_conv],
+            "pools": spec["pools"],
+            "dense_widths": initial[n_conv:],
+            "n_outputs": n_classes,
+            "max_widths": maximum,
+            "batch_norm": self.batch_norm,
+        }
+
+    def _set_fitted_attributes(self):
+        super()._set_fitted_attributes()
+        self.widths_ = self.hidden_layer_sizes_
+
+    # -- input: images as rows ---------------------------------------------------------
+
+    def _validate_X(self, X, reset):
+        return super()._validate_X(self._as_rows(X, reset), reset)
+
+    def _validate_Xy(self, X, y, reset):
+        return super()._validate_Xy(self._as_rows(X, reset), y, reset)
+
+    def _as_rows(self, X, reset):
+        """Images ``(n, C, H, W)`` as rows of ``C * H * W`` values (NCHW order), setting
+        ``input_shape_`` on a fresh fit; 2-D input passes through (see ``input_shape``)."""
+        if not hasattr(X, "shape"):  # lists, array-likes
+            X = np.asarray(X)
+        ndim = len(X.shape)
+        if ndim == 4:
+            X = check_array(X, allow_nd=True, dtype=np.float32)
+            shape = tuple(int(s) for s in X.shape[1:])
+            X = X.reshape(X.shape[0], -1)
+        else:
+            # 2-D rows; anything else gets validate_data's scikit-learn errors.
+            shape = None
+            if ndim != 2:
+                return X
+        n_features = X.shape[1]
+        if not reset:
+            if shape is not None and shape != self.input_shape_:
+                raise ValueError(
+                    f"X has images of shape {shape}, but {type(self).__name__} was fitted "
+                    f"on images of shape {self.input_shape_}."
+                )
+            return X
+        self.input_shape_ = self._input_shape(shape, n_features)
+        return X
+
+    def _input_shape(self, shape, n_features):
+        given = None if self.input_shape is None else tuple(int(s) for s in self.input_shape)
+        if given is not None and (len(given) != 3 or min(given) < 1):
+            raise ValueError(
+                f"input_shape must be (channels, height, width) of positive ints, got "
+                f"{self.input_shape!r}."
+            )
+        if shape is not None:
+            if given is not None and given != shape:
+                raise ValueError(f"input_shape={given} does not match X's images {shape}.")
+            return shape
+        if given is not None:
+            if math.prod(given) != n_features:
+                raise ValueError(
+                    f"input_shape={given} holds {math.prod(given)} values, but X has "
+                    f"{n_features} features."
+                )
+            return given
+        side = math.isqrt(n_features)
+        return (1, side, side) if side * side == n_features else (1, 1, n_features)
