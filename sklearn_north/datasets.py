@@ -1,23 +1,27 @@
-"""Data sets of the paper's experiments: the toy generator and an MNIST loader.
+"""Data sets of the paper's experiments: the toy generator, MNIST and CIFAR loaders.
 
 - :func:`make_independent_features`: the toy classification task of Maile et al. (2022),
   section 4.1, whose inputs have a chosen number of independent features (their rank).
 - :func:`load_mnist`: MNIST from the four original IDX files, read from a folder and, for
   users without a copy, downloaded from a list of mirrors with checksum verification.
 - :func:`read_idx`: the IDX reader behind it, for any IDX file (e.g. Fashion-MNIST).
+- :func:`load_cifar`: CIFAR-10 and CIFAR-100 from the python-pickle distribution, read from
+  a folder or extracted from the checksum-verified archive, which it downloads on request.
 """
 
 import gzip
 import hashlib
 import math
 import os
+import pickle
 import shutil
 import struct
+import tarfile
 import time
 import zlib
 from numbers import Integral, Real
-from pathlib import Path
-from tempfile import NamedTemporaryFile
+from pathlib import Path, PurePosixPath
+from tempfile import NamedTemporaryFile, mkdtemp
 from urllib.request import Request, urlopen
 
 import numpy as np
@@ -25,8 +29,11 @@ from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
 __all__ = [
+    "CIFAR_CHECKSUMS",
+    "CIFAR_URL",
     "MNIST_CHECKSUMS",
     "MNIST_MIRRORS",
+    "load_cifar",
     "load_mnist",
     "make_independent_features",
     "read_idx",
@@ -236,12 +243,12 @@ checksums are verified.
 """
 
 
-def _mnist_home(data_home):
-    """Folder of the MNIST files: ``data_home``, else ``$SKLEARN_NORTH_DATA/mnist``,
-    else ``~/sklearn_north_data/mnist``."""
+def _data_home(data_home, subfolder):
+    """Folder of a data set: ``data_home``, else ``$SKLEARN_NORTH_DATA/<subfolder>``,
+    else ``~/sklearn_north_data/<subfolder>``."""
     if data_home is None:
         root = os.environ.get("SKLEARN_NORTH_DATA") or os.path.join("~", "sklearn_north_data")
-        return Path(root).expanduser() / "mnist"
+        return Path(root).expanduser() / subfolder
     return Path(data_home).expanduser()
 
 
@@ -414,7 +421,7 @@ def load_mnist(
     >>> X.shape, X.dtype, y[:5]  # doctest: +SKIP
     ((60000, 784), dtype('float32'), array([5, 0, 4, 1, 9]))
     """
-    folder = _mnist_home(data_home)
+    folder = _data_home(data_home, "mnist")
     names = [name for pair in _MNIST_SUBSETS[subset] for name in pair]
     paths = {name: _find(folder, name) for name in names}
     missing = [name for name in names if paths[name] is None]
@@ -461,4 +468,502 @@ def load_mnist(
         target_names=np.arange(10),
         filenames=[str(paths[name]) for name in names],
         DESCR=_MNIST_DESCR,
+    )
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+#: Base URL from which :func:`load_cifar` downloads the CIFAR archives (the authors' page).
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
+
+#: CIFAR archive name -> MD5 of the archive, as published on the authors' page.
+CIFAR_CHECKSUMS = {
+    "cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a",
+    "cifar-100-python.tar.gz": "eb9058c3a382ffc7106e4002c42a8d85",
+}
+
+_CIFAR_DESCR = """\
+{title} (A. Krizhevsky, V. Nair, G. Hinton), a labelled subset of the 80 million tiny
+images.
+
+60,000 colour images of 32x32 pixels: 50,000 for training ("train") and 10,000 for testing
+("test"). {classes} Images are (n_samples, 3, 32, 32) arrays, channels (red, green, blue)
+first as convolutional networks in torch take them, with values 0-255 scaled to [0, 1]
+unless normalize=False. Read from the python-pickle distribution ({archive}, whose
+published MD5 checksum is verified).
+
+A. Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", technical report,
+University of Toronto, 2009.
+"""
+
+
+class _CifarLayout:
+    """Where a CIFAR variant keeps what: archive, folder, batch files, label keys."""
+
+    def __init__(self, title, archive, folder, subsets, meta, label_modes, classes):
+        self.title = title
+        self.archive = archive  # name of the .tar.gz on the authors' page
+        self.folder = folder  # the folder the archive holds
+        self.subsets = subsets  # subset -> batch files, in the order they are concatenated
+        self.meta = meta  # file of the class names
+        # label_mode -> (labels key in a batch, names key in the meta file, number of classes)
+        self.label_modes = label_modes
+        self.descr = _CIFAR_DESCR.format(title=title, classes=classes, archive=archive)
+
+
+_CIFAR = {
+    "cifar10": _CifarLayout(
+        title="CIFAR-10",
+        archive="cifar-10-python.tar.gz",
+        folder="cifar-10-batches-py",
+        subsets={
+            "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+            "test": ("test_batch",),
+        },
+        meta="batches.meta",
+        label_modes={"fine": ("labels", "label_names", 10)},
+        classes="10 mutually exclusive classes (airplane, automobile, bird, cat, deer, dog, "
+        "frog, horse, ship, truck), 6,000 images each.",
+    ),
+    "cifar100": _CifarLayout(
+        title="CIFAR-100",
+        archive="cifar-100-python.tar.gz",
+        folder="cifar-100-python",
+        subsets={"train": ("train",), "test": ("test",)},
+        meta="meta",
+        label_modes={
+            "fine": ("fine_labels", "fine_label_names", 100),
+            "coarse": ("coarse_labels", "coarse_label_names", 20),
+        },
+        classes="100 classes of 600 images each (label_mode='fine'), grouped into 20 "
+        "superclasses of 5 classes each (label_mode='coarse').",
+    ),
+}
+for _layout in _CIFAR.values():
+    _layout.subsets["all"] = _layout.subsets["train"] + _layout.subsets["test"]
+del _layout
+
+_CIFAR_IMAGE_SHAPE = (3, 32, 32)  # channels (R, G, B), rows, columns
+_CIFAR_ROW_LENGTH = math.prod(_CIFAR_IMAGE_SHAPE)
+
+# What a CIFAR pickle may refer to: a dict of numpy arrays, lists, ints and strings needs
+# nothing else; refusing every other global means an untrusted file cannot run code.
+_NUMPY_RECONSTRUCT = np.empty(0).__reduce__()[0]
+_NUMPY_SCALAR = np.int64(0).__reduce__()[0]
+
+
+def _latin1_bytes(text, encoding):
+    """How Python 3 pickles bytes at protocol 2: ``_codecs.encode(text, "latin1")``."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"unexpected encoding {encoding!r} of a bytes object")
+    return text.encode("latin1")
+
+
+_CIFAR_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _NUMPY_RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _NUMPY_RECONSTRUCT,
+    ("numpy.core.multiarray", "scalar"): _NUMPY_SCALAR,
+    ("numpy._core.multiarray", "scalar"): _NUMPY_SCALAR,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickler that builds only dicts, lists, strings, numbers and numpy arrays."""
+
+    def find_class(self, module, name):
+        try:
+            return _CIFAR_PICKLE_GLOBALS[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"it refers to {module}.{name}, which a CIFAR file never does (refused, "
+                "as loading it could run code)"
+            ) from None
+
+
+def _unpickle_cifar(path):
+    """The dict pickled in the CIFAR file ``path`` (Python 2 strings become bytes)."""
+    try:
+        with open(path, "rb") as file:
+            content = _CifarUnpickler(file, encoding="bytes").load()
+    except OSError:
+        raise
+    except Exception as exc:  # a corrupt pickle can fail in many ways, all mean the same
+        raise ValueError(
+            f"{path}: not a readable CIFAR pickle file ({type(exc).__name__}: {exc})."
+        ) from exc
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a pickled dict, got {type(content).__name__}.")
+    return content
+
+
+def _cifar_entry(content, key, path):
+    """``content[key]``, under a bytes key as in the originals or a str key."""
+    for candidate in (key.encode(), key):
+        if candidate in content:
+            return content[candidate]
+    raise ValueError(
+        f"{path}: no {key!r} entry; its keys are {sorted(map(repr, content))}. Is it a "
+        "CIFAR file of the python version?"
+    )
+
+
+def _read_cifar_batch(path, labels_key, n_classes):
+    """Checked (rows, labels) of a CIFAR batch file: uint8 (n, 3072) and int64 (n,)."""
+    content = _unpickle_cifar(path)
+    rows = _cifar_entry(content, "data", path)
+    if not (
+        isinstance(rows, np.ndarray)
+        and rows.dtype == np.uint8
+        and rows.ndim == 2
+        and rows.shape[1] == _CIFAR_ROW_LENGTH
+    ):
+        description = (
+            f"shape {rows.shape} of {rows.dtype}"
+            if isinstance(rows, np.ndarray)
+            else type(rows).__name__
+        )
+        raise ValueError(
+            f"{path}: expected 'data' as a uint8 array of shape (n_images, "
+            f"{_CIFAR_ROW_LENGTH}), got {description}."
+        )
+    labels = np.asarray(_cifar_entry(content, labels_key, path))
+    if labels.ndim != 1 or len(labels) != len(rows) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{path}: expected {len(rows)} integer labels in {labels_key!r} (one per image), "
+            f"got shape {labels.shape} of {labels.dtype}."
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(
+            f"{path}: labels in {labels_key!r} must be between 0 and {n_classes - 1}; got "
+            f"{labels.min()} to {labels.max()}."
+        )
+    return rows, labels.astype(np.int64)
+
+
+def _read_cifar_names(path, names_key, n_classes):
+    """The ``n_classes`` class names stored under ``names_key`` in the meta file ``path``."""
+    names = _cifar_entry(_unpickle_cifar(path), names_key, path)
+    if (
+        not isinstance(names, (list, tuple))
+        or len(names) != n_classes
+        or not all(isinstance(name, (bytes, str)) for name in names)
+    ):
+        raise ValueError(f"{path}: expected {n_classes} class names in {names_key!r}.")
+    return np.array([name.decode() if isinstance(name, bytes) else name for name in names])
+
+
+def _check_archive_md5(path, archive):
+    """Raise OSError unless the MD5 of the file ``path`` is the published one of
+    ``archive``."""
+    expected = CIFAR_CHECKSUMS[archive]
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    actual = digest.hexdigest()
+    if actual != expected:
+        raise OSError(
+            f"{path}: its MD5 checksum is {actual}, expected {expected} (the published "
+            f"{archive}): the file is corrupt, truncated or not the original archive. "
+            "Delete it to download it again, or replace it."
+        )
+
+
+def _check_member(member, top, archive):
+    """Raise ValueError unless the tar ``member`` is a file or folder inside ``top/``."""
+    name = member.name
+    parts = PurePosixPath(name).parts
+    # Absolute names, drive letters and '..' would write outside the extraction folder.
+    if name.startswith(("/", "\\")) or ".." in parts or "\\" in name or ":" in name:
+        raise ValueError(
+            f"{archive}: member {name!r} points outside the extraction folder (absolute "
+            "path or '..'); refusing to extract this archive (path traversal)."
+        )
+    if not (member.isfile() or member.isdir()):
+        raise ValueError(
+            f"{archive}: member {name!r} is a link or a special file, which the CIFAR "
+            "archives never hold; refusing to extract this archive."
+        )
+    if not parts or parts[0] != top:
+        raise ValueError(
+            f"{archive}: member {name!r} lies outside {top}/, unlike every member of the "
+            "CIFAR archive; refusing to extract it."
+        )
+
+
+def _extract_cifar(archive, top, folder):
+    """Extract the folder ``top`` of the CIFAR ``archive`` into ``folder``.
+
+    Every member is checked before anything is written, and the folder is extracted into a
+    staging folder first, moved into place once complete: a failure leaves nothing behind
+    that a later call would take for the extracted data.
+    """
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = tar.getmembers()
+            for member in members:
+                _check_member(member, top, archive)
+            staging = Path(mkdtemp(prefix=f".{top}.part_", dir=folder))
+            try:
+                for member in members:
+                    if member.isdir():
+                        continue
+                    target = staging.joinpath(*PurePosixPath(member.name).parts)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(member) as source, open(target, "wb") as sink:
+                        shutil.copyfileobj(source, sink, 1 << 20)
+                if not (staging / top).is_dir():
+                    raise ValueError(f"{archive}: no files in {top}/; not a CIFAR archive.")
+                try:
+                    os.replace(staging / top, folder / top)
+                except OSError:
+                    if not (folder / top).is_dir():  # else: extracted meanwhile by another
+                        raise
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{archive}: corrupt or truncated archive ({exc}).") from exc
+
+
+def _download_cifar(layout, folder, n_retries, delay):
+    """Download ``layout.archive`` into ``folder``, checked before it is moved in place."""
+    folder.mkdir(parents=True, exist_ok=True)
+    url = f"{CIFAR_URL}{layout.archive}"
+    target = folder / layout.archive
+    errors = []
+    for attempt in range(n_retries + 1):
+        if attempt:
+            time.sleep(delay)
+        # A temporary name: an interrupted download never looks like an archive.
+        temp = NamedTemporaryFile(prefix=f"{layout.archive}.part_", dir=folder, delete=False)
+        try:
+            with temp:
+                request = Request(url, headers={"User-Agent": "sklearn-north"})
+                with urlopen(request, timeout=_DOWNLOAD_TIMEOUT) as response:
+                    shutil.copyfileobj(response, temp, 1 << 20)
+            _check_archive_md5(temp.name, layout.archive)
+        except OSError as exc:
+            os.unlink(temp.name)
+            errors.append(f"attempt {attempt + 1}: {exc}")
+            continue
+        except BaseException:
+            os.unlink(temp.name)
+            raise
+        os.replace(temp.name, target)
+        return target
+    raise OSError(
+        f"Could not download {url}; is this machine offline? Errors:\n  "
+        + "\n  ".join(errors)
+        + f"\nGet {layout.archive} (about 170 MB) elsewhere and put it, or the folder "
+        f"{layout.folder} it holds, in {folder}; or pass the folder that holds them as "
+        "data_home (or set SKLEARN_NORTH_DATA to a folder with a 'cifar' subfolder)."
+    )
+
+
+def _cifar_batches_folder(home, layout, download_if_missing, n_retries, delay):
+    """Folder of the CIFAR batch files, extracted (and downloaded) if need be."""
+    if home.name == layout.folder and home.is_dir():
+        return home  # data_home is the extracted folder itself
+    batches = home / layout.folder
+    if batches.is_dir():
+        return batches
+    archive = home / layout.archive
+    if archive.is_file():
+        _check_archive_md5(archive, layout.archive)
+    elif download_if_missing:
+        archive = _download_cifar(layout, home, n_retries, delay)  # checked there
+    else:
+        raise FileNotFoundError(
+            f"{layout.title} not found: looked in {home} for the folder {layout.folder} "
+            f"and the archive {layout.archive}. Download {CIFAR_URL}{layout.archive} "
+            f"(about 170 MB) and put it there (extracted or not), pass the folder that "
+            "holds it as data_home (or set SKLEARN_NORTH_DATA to a folder with a 'cifar' "
+            "subfolder), or pass download_if_missing=True to download it."
+        )
+    _extract_cifar(archive, layout.folder, home)
+    return batches
+
+
+@validate_params(
+    {
+        "data_home": [str, os.PathLike, None],
+        "name": [StrOptions({"cifar10", "cifar100"})],
+        "subset": [StrOptions({"train", "test", "all"})],
+        "label_mode": [StrOptions({"fine", "coarse"})],
+        "normalize": ["boolean"],
+        "flatten": ["boolean"],
+        "return_X_y": ["boolean"],
+        "download_if_missing": ["boolean"],
+        "n_retries": [Interval(Integral, 0, None, closed="left")],
+        "delay": [Interval(Real, 0, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
+def load_cifar(
+    data_home=None,
+    *,
+    name="cifar10",
+    subset="train",
+    label_mode="fine",
+    normalize=True,
+    flatten=False,
+    return_X_y=False,
+    download_if_missing=False,
+    n_retries=1,
+    delay=1.0,
+):
+    """Load CIFAR-10 or CIFAR-100 (classification of 32x32 colour images).
+
+    =================   ================================================
+    Classes             10 (CIFAR-10); 100 fine or 20 coarse (CIFAR-100)
+    Samples total       60000 (50000 + 10000)
+    Dimensionality      3072 (3 x 32 x 32)
+    Features            pixels in [0, 1] (float32), or 0-255 (uint8)
+    =================   ================================================
+
+    Reads the python version of the data set as its authors distribute it: the folder
+    ``cifar-10-batches-py`` (``data_batch_1`` to ``data_batch_5``, ``test_batch``,
+    ``batches.meta``) or ``cifar-100-python`` (``train``, ``test``, ``meta``) in
+    ``data_home``. Where that folder is missing, the archive ``cifar-10-python.tar.gz``
+    or ``cifar-100-python.tar.gz`` in ``data_home`` is checked against its published MD5
+    checksum (``CIFAR_CHECKSUMS``) and extracted there (only the data folder; members
+    that would land outside it, and links, are refused). Where the archive is missing
+    too, it is downloaded from ``CIFAR_URL`` if ``download_if_missing``, and checked
+    before it is moved into place.
+
+    The batch files are pickles; they are read with an unpickler that builds nothing but
+    dicts, lists, strings, numbers and numpy arrays, so a tampered file cannot run code.
+
+    Parameters
+    ----------
+    data_home : str or path-like, default=None
+        Folder that holds the CIFAR folder or archive (and receives the downloaded or
+        extracted ones), or the extracted folder itself (``.../cifar-10-batches-py``).
+        ``None``: ``$SKLEARN_NORTH_DATA/cifar`` if the environment variable
+        ``SKLEARN_NORTH_DATA`` is set, else ``~/sklearn_north_data/cifar``.
+    name : {"cifar10", "cifar100"}, default="cifar10"
+        The data set.
+    subset : {"train", "test", "all"}, default="train"
+        The 50,000 training images, the 10,000 test images, or all 60,000 (training
+        images first). The training images come in the order of the files (CIFAR-10:
+        ``data_batch_1`` first).
+    label_mode : {"fine", "coarse"}, default="fine"
+        For CIFAR-100, the 100 classes ("fine") or their 20 superclasses ("coarse").
+        CIFAR-10 has a single set of 10 classes: "fine".
+    normalize : bool, default=True
+        If True, pixels are float32 in [0, 1] (the raw values divided by 255); if False,
+        the raw uint8 values 0-255.
+    flatten : bool, default=False
+        If False, ``data`` has shape (n_samples, 3, 32, 32): channels (red, green, blue),
+        rows, columns, the NCHW layout a torch convolutional network takes. If True, one
+        row of 3072 values per image in that order (the files' own layout: the 1024
+        red pixels row by row, then the green, then the blue), for estimators that take
+        2-D input.
+    return_X_y : bool, default=False
+        If True, return ``(data, target)`` instead of a Bunch.
+    download_if_missing : bool, default=False
+        If True, download the archive (about 170 MB) when neither the folder nor the
+        archive is in ``data_home``; if False (the default: a large download happens only
+        on request), raise a ``FileNotFoundError`` that says where to put the data.
+    n_retries : int, default=1
+        Number of further download attempts after a failed one.
+    delay : float, default=1.0
+        Seconds between two download attempts.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        Dictionary-like object with the following attributes.
+
+        data : ndarray of shape (n_samples, 3, 32, 32) or (n_samples, 3072)
+            The images, float32 in [0, 1] or uint8 (see ``normalize``, ``flatten``).
+        images : ndarray of shape (n_samples, 3, 32, 32)
+            The same images in NCHW layout (the same memory as ``data``).
+        target : ndarray of shape (n_samples,), dtype int64
+            The class of each image, an index into ``target_names``.
+        target_names : ndarray of shape (n_classes,), dtype str
+            The class names, from the meta file (e.g. ``"airplane"``).
+        filenames : list of str
+            Paths of the files read: the batch files, then the meta file.
+        DESCR : str
+            Description of the data set.
+
+    (data, target) : tuple if ``return_X_y`` is True
+        The arrays ``data`` and ``target`` described above.
+
+    Raises
+    ------
+    FileNotFoundError
+        If neither the folder nor the archive is in ``data_home`` and
+        ``download_if_missing`` is False (the message says where to put them), or if a
+        file is missing from the folder.
+    OSError
+        If the archive's MD5 checksum differs from the published one, or if the
+        download failed (e.g. offline: the message says where to put the data).
+    ValueError
+        If a file is not a CIFAR file (corrupt or truncated pickle, wrong content,
+        labels out of range), if the archive is corrupt or holds a member that would be
+        extracted outside its folder, or for ``label_mode="coarse"`` with CIFAR-10.
+
+    References
+    ----------
+    A. Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", technical
+    report, University of Toronto, 2009.
+
+    Examples
+    --------
+    >>> from sklearn_north.datasets import load_cifar
+    >>> X, y = load_cifar("data/cifar", return_X_y=True)  # doctest: +SKIP
+    >>> X.shape, X.dtype, y[:5]  # doctest: +SKIP
+    ((50000, 3, 32, 32), dtype('float32'), array([6, 9, 9, 4, 1]))
+    >>> coarse = load_cifar("data/cifar", name="cifar100", label_mode="coarse")  # doctest: +SKIP
+    >>> len(coarse.target_names)  # doctest: +SKIP
+    20
+    """
+    layout = _CIFAR[name]
+    if label_mode not in layout.label_modes:
+        raise ValueError(
+            f"label_mode={label_mode!r} is defined for name='cifar100' only; {layout.title} "
+            "has a single set of classes: use label_mode='fine'."
+        )
+    labels_key, names_key, n_classes = layout.label_modes[label_mode]
+    batches = _cifar_batches_folder(
+        _data_home(data_home, "cifar"), layout, download_if_missing, n_retries, delay
+    )
+    paths = [batches / file for file in (*layout.subsets[subset], layout.meta)]
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{layout.title} files missing from {batches}: {', '.join(missing)}. Delete the "
+            f"folder to extract it again from {layout.archive}, or replace the files."
+        )
+
+    all_rows, all_labels = [], []
+    for path in paths[:-1]:
+        rows, labels = _read_cifar_batch(path, labels_key, n_classes)
+        all_rows.append(rows)
+        all_labels.append(labels)
+    target_names = _read_cifar_names(paths[-1], names_key, n_classes)
+
+    # A new array, converted batch by batch (no float copy of the uint8 whole).
+    pixels = np.concatenate(all_rows, dtype=np.float32 if normalize else np.uint8)
+    if normalize:
+        pixels /= 255
+    # Each row is the red plane, then the green, then the blue, each 32 rows of 32 pixels:
+    # a C-order reshape gives (channel, row, column) directly.
+    images = pixels.reshape(len(pixels), *_CIFAR_IMAGE_SHAPE)
+    target = np.concatenate(all_labels)
+    data = pixels if flatten else images
+    if return_X_y:
+        return data, target
+    return Bunch(
+        data=data,
+        images=images,
+        target=target,
+        target_names=target_names,
+        filenames=[str(path) for path in paths],
+        DESCR=layout.descr,
     )
