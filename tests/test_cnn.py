@@ -303,3 +303,46 @@ def test_conv_site_knows_it_is_a_conv():
     assert kinds == [True, True, False]
     assert isinstance(module.growth_sites()[1].consumers[0].module, nn.Linear)
     assert module.growth_sites()[1].consumers[0].spatial == module.spatial == 4
+
+
+def test_vgg11_at_cifar_shapes_grows_every_site_preserving_the_function():
+    # The paper's VGG-11 (8 convs, pools after 1, 2, 4, 6, 8; two hidden dense layers) on
+    # 32x32 RGB images, at 1/32 of its widths so that it runs in a test.
+    from sklearn_north.nn.cnn import ARCHITECTURES, build_cnn
+
+    standard = (*ARCHITECTURES["vgg11"]["conv"], *ARCHITECTURES["vgg11"]["dense"])
+    widths = tuple(max(1, w // 32) for w in standard)
+    torch.manual_seed(0)
+    module = build_cnn("vgg11", (3, 32, 32), widths, 10)
+    assert module.spatial == 1  # five pools: 32 -> 1
+    X = images(n=6, shape=(3, 32, 32)).flatten(1)
+    module.eval()
+    with torch.no_grad():
+        before = module(X)
+    g = torch.Generator().manual_seed(0)
+    sites = module.growth_sites()
+    assert len(sites) == 10 and [s.is_conv for s in sites] == [True] * 8 + [False] * 2
+    for index in range(len(sites)):
+        site = module.growth_sites()[index]
+        add_neurons(site, SelectInit(n_candidates=8)(index, site, 2, GrowthContext(module, X), g))
+    assert module.widths == tuple(w + 2 for w in widths)
+    with torch.no_grad():
+        torch.testing.assert_close(module(X), before, rtol=1e-5, atol=1e-5)
+
+
+def test_vgg11_estimator_fits_cifar_shaped_images():
+    rng = np.random.default_rng(0)
+    X = rng.random((64, 3, 32, 32), dtype=np.float32)
+    y = np.arange(64) % 4
+    clf = GrowingCNNClassifier(
+        architecture="vgg11",
+        widths=1 / 32,
+        max_widths=1 / 16,
+        max_epochs=1,
+        batch_size=32,
+        n_candidates=8,
+        random_state=0,
+    ).fit(X, y)
+    assert clf.input_shape_ == (3, 32, 32) and len(clf.widths_) == 10
+    assert clf.module_.max_widths == (4, 8, 16, 16, 32, 32, 32, 32, 256, 256)
+    assert clf.predict_proba(X).shape == (64, 4)
