@@ -280,6 +280,25 @@ def _load_mnist_file(path, name):
     return array
 
 
+def _fetch(url, target, check):
+    """Download ``url`` to ``target`` through a temporary file beside it, moved into place
+    only once ``check(path)`` returned: a failed, rejected or interrupted download leaves
+    nothing behind (a temporary name never looks like the data). Raises what the
+    download or ``check`` raises."""
+    temp = NamedTemporaryFile(prefix=f"{target.name}.part_", dir=target.parent, delete=False)
+    try:
+        with temp:
+            request = Request(url, headers={"User-Agent": "sklearn-north"})
+            with urlopen(request, timeout=_DOWNLOAD_TIMEOUT) as response:
+                shutil.copyfileobj(response, temp, 1 << 20)
+        check(temp.name)
+    except BaseException:
+        os.unlink(temp.name)
+        raise
+    os.replace(temp.name, target)
+    return target
+
+
 def _download(name, folder, n_retries, delay):
     """Download ``name.gz`` into ``folder`` from the first mirror that serves it intact."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -290,22 +309,11 @@ def _download(name, folder, n_retries, delay):
             time.sleep(delay)
         for base in MNIST_MIRRORS:
             url = f"{base}{name}.gz"
-            temp = NamedTemporaryFile(prefix=f"{name}.gz.part_", dir=folder, delete=False)
             try:
-                with temp:
-                    request = Request(url, headers={"User-Agent": "sklearn-north"})
-                    with urlopen(request, timeout=_DOWNLOAD_TIMEOUT) as response:
-                        shutil.copyfileobj(response, temp)
-                _load_mnist_file(temp.name, name)  # raises unless intact
+                # Parsing and the checksum raise unless the file is intact.
+                return _fetch(url, target, lambda path: _load_mnist_file(path, name))
             except (OSError, ValueError) as exc:
-                os.unlink(temp.name)
                 errors.append(f"{url}: {exc}")
-                continue
-            except BaseException:
-                os.unlink(temp.name)
-                raise
-            os.replace(temp.name, target)
-            return target
     all_files = ", ".join(f"{file}.gz" for file in MNIST_CHECKSUMS)
     raise OSError(
         f"Could not download the MNIST file {name}.gz from any mirror; is this machine "
@@ -737,23 +745,10 @@ def _download_cifar(layout, folder, n_retries, delay):
     for attempt in range(n_retries + 1):
         if attempt:
             time.sleep(delay)
-        # A temporary name: an interrupted download never looks like an archive.
-        temp = NamedTemporaryFile(prefix=f"{layout.archive}.part_", dir=folder, delete=False)
         try:
-            with temp:
-                request = Request(url, headers={"User-Agent": "sklearn-north"})
-                with urlopen(request, timeout=_DOWNLOAD_TIMEOUT) as response:
-                    shutil.copyfileobj(response, temp, 1 << 20)
-            _check_archive_md5(temp.name, layout.archive)
+            return _fetch(url, target, lambda path: _check_archive_md5(path, layout.archive))
         except OSError as exc:
-            os.unlink(temp.name)
             errors.append(f"attempt {attempt + 1}: {exc}")
-            continue
-        except BaseException:
-            os.unlink(temp.name)
-            raise
-        os.replace(temp.name, target)
-        return target
     raise OSError(
         f"Could not download {url}; is this machine offline? Errors:\n  "
         + "\n  ".join(errors)
