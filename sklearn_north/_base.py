@@ -805,6 +805,17 @@ def _warn_small_training_set(n_samples, maximum):
         )
 
 
+def _check_maximum(initial, maximum, name, max_name, unit):
+    """Raise ValueError unless every maximum width is at least its initial width."""
+    below = [(i, m, w) for i, (m, w) in enumerate(zip(maximum, initial)) if m < w]
+    if below:
+        i, m, w = below[0]
+        raise ValueError(
+            f"{max_name} must be >= {name} for every {unit}; {unit} {i} has maximum {m} "
+            f"below its initial width {w}."
+        )
+
+
 def _per_layer(value, name, initial):
     """``value`` as one width per hidden layer: an int applies to every layer, a sequence
     must have one entry per layer of ``initial``."""

@@ -5,9 +5,16 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array
+from sklearn.utils.validation import check_array, check_is_fitted
 
-from ._base import _FEATURE_ATTRIBUTES, _FITTED_ATTRIBUTES, BaseGrowingClassifier, _per_layer
+from ._base import (
+    _FEATURE_ATTRIBUTES,
+    _FITTED_ATTRIBUTES,
+    BaseGrowingClassifier,
+    _batch_size,
+    _check_maximum,
+    _per_layer,
+)
 from .growth import STRATEGIES
 from .nn.cnn import ARCHITECTURES, GrowableCNN
 
@@ -189,13 +196,7 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
             maximum = (int(self.max_widths),) * len(initial)
         else:
             maximum = self._scaled(self.max_widths, "max_widths", standard)
-        below = [(i, m, w) for i, (m, w) in enumerate(zip(maximum, initial)) if m < w]
-        if below:
-            i, m, w = below[0]
-            raise ValueError(
-                f"max_widths must be >= widths for every site; site {i} has maximum {m} "
-                f"below its initial width {w}."
-            )
+        _check_maximum(initial, maximum, "widths", "max_widths", unit="site")
         return initial, maximum
 
     def _standard_widths(self):
@@ -224,7 +225,8 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         # The authors' CNN protocol: the metric on the current mini-batch.
         if self.buffer_size is not None:
             return self.buffer_size
-        return self.batch_size if isinstance(self.batch_size, Integral) else 200
+        # "auto"'s largest batch: the buffer keeps at most the training set anyway.
+        return _batch_size(self.batch_size, math.inf)
 
     def _growth_options(self):
         # A mini-batch may hold fewer images than a dense layer may have neurons (VGG:
@@ -236,7 +238,7 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         return
 
     def _fitted_names(self):
-        return (*_FITTED_ATTRIBUTES, "widths_", "input_shape_")
+        return (*_FITTED_ATTRIBUTES, "input_shape_")
 
     def _input_names(self):
         return (*_FEATURE_ATTRIBUTES, "input_shape_")
@@ -254,9 +256,11 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
             "batch_norm": self.batch_norm,
         }
 
-    def _set_fitted_attributes(self):
-        super()._set_fitted_attributes()
-        self.widths_ = self.hidden_layer_sizes_
+    @property
+    def widths_(self):
+        """Final widths of the sites (``hidden_layer_sizes_``, under the CNN's name)."""
+        check_is_fitted(self)
+        return self.hidden_layer_sizes_
 
     # -- input: images as rows ---------------------------------------------------------
 

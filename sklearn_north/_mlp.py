@@ -5,7 +5,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import BaseGrowingClassifier, _as_widths, _per_layer
+from ._base import BaseGrowingClassifier, _as_widths, _check_maximum, _per_layer
 from .nn import ACTIVATIONS, GrowableMLP
 
 
@@ -283,13 +283,9 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
             maximum = tuple(10 * w for w in initial)
         else:
             maximum = _per_layer(self.max_hidden_layer_sizes, "max_hidden_layer_sizes", initial)
-        below = [(i, m, w) for i, (m, w) in enumerate(zip(maximum, initial)) if m < w]
-        if below:
-            i, m, w = below[0]
-            raise ValueError(
-                f"max_hidden_layer_sizes must be >= hidden_layer_sizes for every layer; "
-                f"layer {i} has maximum {m} below its initial width {w}."
-            )
+        _check_maximum(
+            initial, maximum, "hidden_layer_sizes", "max_hidden_layer_sizes", unit="layer"
+        )
         return initial, maximum
 
     def _module_spec(self, X, n_classes, initial, maximum):
