@@ -447,8 +447,10 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
                 f"y contains labels {unknown} that were not seen in the first fit "
                 f"(classes_ = {self.classes_})."
             )
-        if self.early_stopping and not incremental:
-            _check_callbacks(self.callbacks, True, True)
+        # As at the build: callbacks that read a validation split need one in this call
+        # too (partial_fit holds nothing out), before anything is trained.
+        can_grow = getattr(dict(self.net_.callbacks_)["growth"].trigger_, "can_grow", True)
+        _check_callbacks(self.callbacks, can_grow, self.early_stopping and not incremental)
         seed = self._seed + self.n_iter_
         data = self._training_data(
             X, np.searchsorted(self.classes_, y), sample_weight, seed, incremental

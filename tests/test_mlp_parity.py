@@ -372,3 +372,20 @@ def test_verbose_log_has_no_colour_codes_when_piped(digits, capsys):
     out = capsys.readouterr().out
     assert "valid_loss" in out and "train_loss" in out
     assert "\x1b[" not in out
+
+
+def test_continuations_check_callbacks_as_the_build_did(digits):
+    X, y = digits
+    stop = EarlyStopping(monitor="valid_loss", patience=5, load_best=True)
+    clf = GrowingMLPClassifier(
+        **FAST, strategy="static", early_stopping=True, warm_start=True, callbacks=[stop]
+    ).fit(X, y)
+    n_iter = clf.n_iter_
+    clf.fit(X, y)  # load_best is fine on a network that never grows
+    assert clf.n_iter_ > n_iter
+    proba, n_iter = clf.predict_proba(X), clf.n_iter_
+    # partial_fit holds nothing out: rejected before any training.
+    with pytest.raises(ValueError, match="reads 'valid_loss'.*partial_fit holds nothing out"):
+        clf.partial_fit(X, y)
+    assert clf.n_iter_ == n_iter
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
