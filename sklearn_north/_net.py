@@ -61,14 +61,13 @@ class GrowingNet(NeuralNetClassifier):
         else:
             labels, weights = y_true.long(), None
         losses = torch.nn.functional.cross_entropy(y_pred, labels, reduction="none")
-        # Weighted mean over the batch (as scikit-learn's MLP); a batch of zero total
-        # weight contributes nothing.
-        total = (
-            torch.tensor(float(len(losses)), dtype=y_pred.dtype, device=y_pred.device)
-            if weights is None
-            else weights.sum().clamp_min(torch.finfo(y_pred.dtype).tiny)
-        )
-        loss = (losses.sum() if weights is None else (weights * losses).sum()) / total
+        if weights is None:
+            loss, total = losses.mean(), len(losses)
+        else:
+            # Weighted mean over the batch (as scikit-learn's MLP); a batch of zero total
+            # weight contributes nothing.
+            total = weights.sum().clamp_min(torch.finfo(y_pred.dtype).tiny)
+            loss = (weights * losses).sum() / total
         if training and self.alpha:
             # MLPClassifier: 0.5 * alpha * ||W||^2 over the batch's total sample weight,
             # weights only (biases and other 1-D parameters are not penalised).
