@@ -280,6 +280,15 @@ def _load_mnist_file(path, name):
     return array
 
 
+def _pixels(blocks, normalize):
+    """The uint8 pixel ``blocks`` as one new array: float32 in [0, 1] (``normalize``),
+    converted block by block (no float copy of the uint8 whole), or uint8."""
+    pixels = np.concatenate(blocks, dtype=np.float32 if normalize else np.uint8)
+    if normalize:
+        pixels /= 255
+    return pixels
+
+
 def _fetch(url, target, check):
     """Download ``url`` to ``target`` through a temporary file beside it, moved into place
     only once ``check(path)`` returned: a failed, rejected or interrupted download leaves
@@ -462,9 +471,7 @@ def load_mnist(
         labels.append(digits)
 
     # A new, writeable array (the parsed ones are read-only views of the file's bytes).
-    pixels = np.concatenate(images, dtype=np.float32 if normalize else np.uint8)
-    if normalize:
-        pixels /= 255
+    pixels = _pixels(images, normalize)
     target = np.concatenate(labels).astype(np.int64)
     data = pixels.reshape(len(pixels), -1) if flatten else pixels
     if return_X_y:
@@ -943,10 +950,7 @@ def load_cifar(
         all_labels.append(labels)
     target_names = _read_cifar_names(paths[-1], names_key, n_classes)
 
-    # A new array, converted batch by batch (no float copy of the uint8 whole).
-    pixels = np.concatenate(all_rows, dtype=np.float32 if normalize else np.uint8)
-    if normalize:
-        pixels /= 255
+    pixels = _pixels(all_rows, normalize)
     # Each row is the red plane, then the green, then the blue, each 32 rows of 32 pixels:
     # a C-order reshape gives (channel, row, column) directly.
     images = pixels.reshape(len(pixels), *_CIFAR_IMAGE_SHAPE)
