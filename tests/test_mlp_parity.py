@@ -385,7 +385,7 @@ def test_continuations_check_callbacks_as_the_build_did(digits):
     assert clf.n_iter_ > n_iter
     proba, n_iter = clf.predict_proba(X), clf.n_iter_
     # partial_fit holds nothing out: rejected before any training.
-    with pytest.raises(ValueError, match="reads 'valid_loss'.*partial_fit holds nothing out"):
+    with pytest.raises(ValueError, match=r"reads 'valid_loss'.*partial_fit holds nothing out"):
         clf.partial_fit(X, y)
     assert clf.n_iter_ == n_iter
     np.testing.assert_array_equal(clf.predict_proba(X), proba)
