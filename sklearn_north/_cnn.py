@@ -71,10 +71,16 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
     n_candidates : int, default=100
         Candidate filters scored per growth event by ``north-select`` (the paper's 100).
     buffer_size : int or None, default=None
-        Recent training images the activation metric is measured on. ``None``: one
-        mini-batch (``batch_size``), the authors' CNN protocol: the current mini-batch.
-    activation_source : {"buffer"}, default="buffer"
-        Only the buffer is measured on convolutions.
+        With ``activation_source="buffer"``: recent training images the activation
+        metric is measured on, recomputed with the current weights at every evaluation.
+        ``None``: one mini-batch (``batch_size``).
+    activation_source : {"training", "buffer"}, default="training"
+        ``"training"``: the activation metric and ``north-select`` read the current
+        training mini-batch's activations as its forward pass computed them (the
+        authors' CNN protocol; no second forward pass). After a site grows, the batch's
+        activations are computed anew with the current weights. ``"buffer"``: a forward
+        pass of the last ``buffer_size`` training images at every evaluation, as the
+        MLP's default.
     optimizer, optimizer_params, lr, batch_size, max_epochs, alpha, shuffle, tol,
     n_iter_no_change, early_stopping, validation_fraction, callbacks, device, n_threads,
     warm_start, random_state, verbose
@@ -110,7 +116,6 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         "max_widths": [Interval(Real, 0, None, closed="neither"), "array-like", None],
         "batch_norm": ["boolean"],
         "input_shape": [tuple, list, None],
-        "activation_source": [StrOptions({"buffer"})],
     }
 
     def __init__(
@@ -130,7 +135,7 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         n_candidates=100,
         trigger_interval="auto",
         buffer_size=None,
-        activation_source="buffer",
+        activation_source="training",
         growth_gate=None,
         optimizer="adam",
         optimizer_params=None,
@@ -222,9 +227,16 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         return super()._make_strategy(target, **defaults)
 
     def _buffer_size(self):
-        # The authors' CNN protocol: the metric on the current mini-batch.
         if self.buffer_size is not None:
+            if self.activation_source == "training":
+                raise ValueError(
+                    f"buffer_size={self.buffer_size} is read by activation_source='buffer' "
+                    f"only: with 'training' the metric is measured on the current "
+                    f"mini-batch (batch_size). Set activation_source='buffer' or "
+                    f"buffer_size=None."
+                )
             return self.buffer_size
+        # The authors' CNN protocol: the metric on the current mini-batch.
         # "auto"'s largest batch: the buffer keeps at most the training set anyway.
         return _batch_size(self.batch_size, math.inf)
 

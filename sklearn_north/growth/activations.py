@@ -14,6 +14,11 @@ a site grows, the new neurons' columns are computed exactly on the kept rows: th
 pre-activations from the kept inputs, and the same columns are appended to the inputs
 kept for the sites that read the grown one.
 
+Networks that can keep their training forward's activations themselves (convolutional
+ones: a site's rows are positions of samples, and its post-activations are read after
+pooling) get a ``ForwardRecorder`` instead: the metric is then measured on the current
+mini-batch, the authors' CNN protocol.
+
 The kept rows change by one batch per step, so the float64 Gram matrix of each site's
 post-activations (the trigger's and Select's statistic) is kept per written segment of the
 ring and only the new rows' part is formed (``_PostGramRing``): the same matrix as forming
@@ -203,3 +208,34 @@ class ActivationRecorder:
         for module_id, reader in self._index.items():
             if module_id in readers:
                 self._inputs[reader].append_columns(post)
+
+
+class ForwardRecorder:
+    """The current mini-batch's activations, kept by the network's own training forward.
+
+    For networks with ``record_activations`` (a flag their forward reads) and
+    ``recorded_site_activations()`` (``None`` before the first training batch; after a
+    site grew, computed anew on the same batch). Same usage as ``ActivationRecorder``;
+    ``fill`` and ``site_grew`` have nothing to do.
+    """
+
+    def __init__(self, module):
+        self.module = module
+
+    def attach(self, sites=None):
+        self.module.record_activations = True
+        return self
+
+    def detach(self):
+        self.module.record_activations = False
+        self.module._recorded = None
+        return self
+
+    def fill(self, activations):
+        return
+
+    def site_activations(self):
+        return self.module.recorded_site_activations()
+
+    def site_grew(self, index, sites, new):
+        return

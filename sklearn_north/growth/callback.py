@@ -18,7 +18,7 @@ from skorch.callbacks import Callback
 from skorch.dataset import get_len
 from torch import nn
 
-from .activations import ActivationRecorder
+from .activations import ActivationRecorder, ForwardRecorder
 from .context import GrowthContext, SampleBuffer
 from .gate import held_out_loss
 from .gradients import GradientRecorder
@@ -237,8 +237,11 @@ class GrowthCallback(Callback):
         if self._records_activations():
             # Seeded with the buffer's activations so that n > M from the first step.
             self._detach_activation_recorder()
-            recorder = ActivationRecorder(self.buffer_.capacity).attach(sites)
-            recorder.fill(self._context(module).activations_all())
+            if hasattr(module, "recorded_site_activations"):
+                recorder = ForwardRecorder(module).attach(sites)
+            else:
+                recorder = ActivationRecorder(self.buffer_.capacity).attach(sites)
+                recorder.fill(self._context(module).activations_all())
             self._activation_recorder = recorder
 
     def on_grad_computed(self, net, named_parameters=None, training=False, **kwargs):

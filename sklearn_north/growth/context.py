@@ -160,14 +160,14 @@ class GrowthContext:
 
     def activations_all(self):
         """``SiteActivations`` of every site (see ``activations``)."""
+        if self._activations is None and self._recorder is not None:
+            # None: nothing recorded yet (no training batch since the recorder began).
+            self._activations = self._recorder.site_activations()
         if self._activations is None:
-            if self._recorder is not None:
-                self._activations = self._recorder.site_activations()
-            elif self.samples is None:
+            if self.samples is None:
                 raise RuntimeError("This growth evaluation has no samples.")
-            else:
-                with torch.no_grad():
-                    self._activations = self._forward()
+            with torch.no_grad():
+                self._activations = self._forward()
         return self._activations
 
     def _forward(self):

@@ -10,7 +10,10 @@ channels) or, past the last conv, the first dense layer, where channel ``c`` own
 flattening. New channels are appended last, so their columns are appended at the end.
 
 The activation metric of a conv site reads the post-activations after the conv's own
-pooling, one row per position of every sample: ``(N * H' * W', C)``.
+pooling, one row per position of every sample: ``(N * H' * W', C)``. With
+``record_activations`` set (the growth engine's ``activation_source="training"``), the
+training forward keeps the current mini-batch's activations for the metric (the authors'
+CNN protocol), so that measuring them costs no second forward pass.
 """
 
 import itertools
@@ -40,6 +43,15 @@ ARCHITECTURES = {
 def _pooled(size):
     # 2x2 max-pool, ceil mode: a side of 1 stays 1 (small images and 1-row "images").
     return math.ceil(size / 2)
+
+
+def _max_pool(H):
+    """2x2 max-pool in ceil mode."""
+    if H.device.type == "cpu":
+        # torch's CPU max-pool is ~4x faster on channels-last tensors than on NCHW ones
+        # (small CNN on MNIST, one thread: 14 ms -> 3 ms a batch, conversion included).
+        H = H.contiguous(memory_format=torch.channels_last)
+    return F.max_pool2d(H, 2, ceil_mode=True)
 
 
 class GrowableCNN(nn.Module):
@@ -81,6 +93,9 @@ class GrowableCNN(nn.Module):
         self.input_shape = tuple(int(s) for s in input_shape)
         self.pools = tuple(bool(p) for p in pools)
         self.batch_norm = bool(batch_norm)
+        #: Keep the current training mini-batch's activations (``recorded_site_activations``).
+        self.record_activations = False
+        self._recorded = None
         channels, height, width = self.input_shape
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
@@ -117,16 +132,44 @@ class GrowableCNN(nn.Module):
         if self.batch_norm:
             Z = self.norms[i](Z)
         H = F.relu(Z)
-        return Z, (F.max_pool2d(H, 2, ceil_mode=True) if self.pools[i] else H)
+        return Z, (_max_pool(H) if self.pools[i] else H)
 
     def forward(self, X):
-        X = self._images(X)
+        record = self.record_activations and self.training and torch.is_grad_enabled()
+        if record:
+            # The previous batch's activations are dropped before this batch's are made.
+            self._recorded = None
+        images = X = self._images(X)
+        kept = []
         for i in range(len(self.convs)):
-            _, X = self._conv_block(i, X)
+            Z, H = self._conv_block(i, X)
+            kept.append((X, Z, H))
+            X = H
         X = X.flatten(1)
         for layer in self.dense[:-1]:
-            X = F.relu(layer(X))
+            Z = layer(X)
+            H = F.relu(Z)
+            kept.append((X, Z, H))
+            X = H
+        if record:
+            self._recorded = (images.detach(), [tuple(t.detach() for t in k) for k in kept])
         return self.dense[-1](X)
+
+    def recorded_site_activations(self, n_sites=None):
+        """``SiteActivations`` of the last training mini-batch (``record_activations``),
+        as its forward pass computed them (train mode, the weights before that step's
+        update); ``None`` if none was recorded. After a site grew they are computed anew
+        on the same images with the current weights (``site_activations``)."""
+        if self._recorded is None:
+            return None
+        images, kept = self._recorded
+        if [Z.shape[1] for _, Z, _ in kept] != list(self.widths):
+            return self.site_activations(images, n_sites)
+        return [_site(*k) for k in kept]
+
+    def __getstate__(self):
+        # A training batch's activations are never pickled nor deep-copied.
+        return {**super().__getstate__(), "_recorded": None}
 
     def growth_sites(self):
         """One ``GrowthSite`` per conv, then one per hidden dense layer, in forward order."""
@@ -172,7 +215,7 @@ class GrowableCNN(nn.Module):
                 Z = Z / math.sqrt(1.0 + norm.eps)
             H = F.relu(Z)
             if pooled:
-                H = F.max_pool2d(H, 2, ceil_mode=True)
+                H = _max_pool(H)
             return _rows(H)
 
         return response
@@ -199,7 +242,7 @@ class GrowableCNN(nn.Module):
             if len(out) == n_sites:
                 return out
             Z, H = self._conv_block(i, X)
-            out.append(SiteActivations(inputs=X, pre=_rows(Z), post=_rows(H)))
+            out.append(_site(X, Z, H))
             X = H
         X = X.flatten(1)
         for layer in self.dense[:-1]:
@@ -207,9 +250,16 @@ class GrowableCNN(nn.Module):
                 return out
             Z = layer(X)
             H = F.relu(Z)
-            out.append(SiteActivations(inputs=X, pre=Z, post=H))
+            out.append(_site(X, Z, H))
             X = H
         return out
+
+
+def _site(inputs, Z, H):
+    """``SiteActivations`` of a conv (4-D ``Z``: rows of positions) or a dense site."""
+    if Z.ndim == 4:
+        return SiteActivations(inputs=inputs, pre=_rows(Z), post=_rows(H))
+    return SiteActivations(inputs=inputs, pre=Z, post=H)
 
 
 def _rows(T):
