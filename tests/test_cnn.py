@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from sklearn_north import GrowingCNNClassifier
 from sklearn_north.growth import ActivationTrigger, RandomInit, SelectInit, WeightInit, metrics
 from sklearn_north.growth.context import GrowthContext
+from sklearn_north.growth.optim import seed_pending_moments
 from sklearn_north.growth.sites import NewNeurons, add_neurons
 from sklearn_north.nn import GrowableCNN
 
@@ -194,6 +195,58 @@ def test_optimizer_state_after_a_conv_growth():
     assert {id(p) for g in opt.param_groups for p in g["params"]} == {
         id(p) for p in module.parameters()
     }
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["conv->conv", "conv->dense"])
+def test_first_adam_update_of_new_fan_out_entries_is_a_fresh_adams(index):
+    # The consumer's new input channels (a conv's, or the dense layer's H'*W' columns per
+    # channel) start from their first gradient: |update| = lr, however long the rest of
+    # the network was trained (SPEC section 5, second_moment="gradient").
+    module = make_cnn(batch_norm=True)
+    X = images()
+    lr = 1e-3
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    for _ in range(30):
+        opt.zero_grad()
+        module(X).square().mean().backward()
+        opt.step()
+    site = module.growth_sites()[index]
+    new = RandomInit()(index, site, 2, None, torch.Generator().manual_seed(0))
+    add_neurons(site, new, optimizer=opt, second_moment="gradient")
+    consumer = site.consumers[0].module.weight
+    n_new = 2 * (1 if index == 0 else module.spatial)
+    before = consumer.detach().clone()
+    opt.zero_grad()
+    module(X).square().mean().backward()
+    grad = consumer.grad.clone()
+    seed_pending_moments(opt)
+    opt.step()
+    new_cols = slice(consumer.shape[1] - n_new, None)
+    moved = (consumer.detach() - before)[:, new_cols]
+    g = grad[:, new_cols]
+    assert (g != 0).float().mean() > 0.5
+    torch.testing.assert_close(moved[g != 0], -lr * g.sign()[g != 0], rtol=1e-3, atol=0)
+    assert int(opt.state[consumer]["step"]) == 31  # the step counter survived growth
+    norm = module.norms[index] if index < len(module.norms) else None
+    if norm is not None:
+        assert opt.state[norm.weight]["exp_avg"].shape == norm.weight.shape
+
+
+def test_lr_scheduler_drives_grown_conv_parameters():
+    module = make_cnn(batch_norm=True)
+    opt = torch.optim.SGD(module.parameters(), lr=0.4)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.25)
+    site = module.growth_sites()[0]
+    add_neurons(site, RandomInit()(0, site, 2, None, torch.Generator()), optimizer=opt)
+    opt.step()  # (no gradients: a no-op, keeps the scheduler's order warning away)
+    scheduler.step()
+    grown = [module.convs[0].weight, module.norms[0].bias, module.convs[1].weight]
+    before = [p.detach().clone() for p in grown]
+    for p in module.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    for p, b in zip(grown, before, strict=True):
+        torch.testing.assert_close(p.detach(), b - 0.1)
 
 
 # -- the estimator ---------------------------------------------------------------------
