@@ -62,6 +62,24 @@ def test_growing_any_site_preserves_the_function(init, batch_norm, mode):
         torch.testing.assert_close(module(X), before, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("init", INITIALIZERS, ids=lambda i: type(i).__name__)
+def test_growth_keeps_the_parameters_dtype(init):
+    module = make_cnn(batch_norm=True).double()
+    X = images().double()
+    train_a_little(module, X)
+    module.eval()
+    with torch.no_grad():
+        before = module(X)
+    g = torch.Generator().manual_seed(0)
+    for index in range(len(module.growth_sites())):
+        site = module.growth_sites()[index]
+        add_neurons(site, init(index, site, 2, GrowthContext(module, X.flatten(1)), g))
+    assert {p.dtype for p in module.parameters()} == {torch.float64}
+    assert {b.dtype for b in module.buffers() if b.is_floating_point()} == {torch.float64}
+    with torch.no_grad():
+        torch.testing.assert_close(module(X), before, rtol=1e-12, atol=1e-12)
+
+
 def test_surgery_equals_an_explicitly_built_wider_network():
     # A conv site grown with non-zero fan-in and fan-out equals the wider network built by
     # hand with those weights in place (NCHW: channel c owns H'W' consecutive columns).
