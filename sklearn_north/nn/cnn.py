@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..growth.context import SiteActivations
 from ..growth.sites import Consumer, GrowthSite
+from ._conv import RecordsSiteActivations, activations_of, max_pool, rows
 
 #: Architecture name -> standard widths of its conv sites and dense sites, and after which
 #: convs a 2x2 max-pool follows.
@@ -45,16 +45,7 @@ def _pooled(size):
     return math.ceil(size / 2)
 
 
-def _max_pool(H):
-    """2x2 max-pool in ceil mode."""
-    if H.device.type == "cpu":
-        # torch's CPU max-pool is ~4x faster on channels-last tensors than on NCHW ones
-        # (small CNN on MNIST, one thread: 14 ms -> 3 ms a batch, conversion included).
-        H = H.contiguous(memory_format=torch.channels_last)
-    return F.max_pool2d(H, 2, ceil_mode=True)
-
-
-class GrowableCNN(nn.Module):
+class GrowableCNN(RecordsSiteActivations, nn.Module):
     """``input_shape -> convs -> flatten -> hidden dense layers -> n_outputs``.
 
     Weights are Glorot-uniform and biases zero, as in ``GrowableMLP``.
@@ -93,9 +84,6 @@ class GrowableCNN(nn.Module):
         self.input_shape = tuple(int(s) for s in input_shape)
         self.pools = tuple(bool(p) for p in pools)
         self.batch_norm = bool(batch_norm)
-        #: Keep the current training mini-batch's activations (``recorded_site_activations``).
-        self.record_activations = False
-        self._recorded = None
         channels, height, width = self.input_shape
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
@@ -132,13 +120,10 @@ class GrowableCNN(nn.Module):
         if self.batch_norm:
             Z = self.norms[i](Z)
         H = F.relu(Z)
-        return Z, (_max_pool(H) if self.pools[i] else H)
+        return Z, (max_pool(H) if self.pools[i] else H)
 
     def forward(self, X):
-        record = self.record_activations and self.training and torch.is_grad_enabled()
-        if record:
-            # The previous batch's activations are dropped before this batch's are made.
-            self._recorded = None
+        record = self._recording()
         images = X = self._images(X)
         kept = []
         for i in range(len(self.convs)):
@@ -152,24 +137,8 @@ class GrowableCNN(nn.Module):
             kept.append((X, Z, H))
             X = H
         if record:
-            self._recorded = (images.detach(), [tuple(t.detach() for t in k) for k in kept])
+            self._keep(images, kept)
         return self.dense[-1](X)
-
-    def recorded_site_activations(self, n_sites=None):
-        """``SiteActivations`` of the last training mini-batch (``record_activations``),
-        as its forward pass computed them (train mode, the weights before that step's
-        update); ``None`` if none was recorded. After a site grew they are computed anew
-        on the same images with the current weights (``site_activations``)."""
-        if self._recorded is None:
-            return None
-        images, kept = self._recorded
-        if [Z.shape[1] for _, Z, _ in kept] != list(self.widths):
-            return self.site_activations(images, n_sites)
-        return [_site(*k) for k in kept]
-
-    def __getstate__(self):
-        # A training batch's activations are never pickled nor deep-copied.
-        return {**super().__getstate__(), "_recorded": None}
 
     def growth_sites(self):
         """One ``GrowthSite`` per conv, then one per hidden dense layer, in forward order."""
@@ -215,8 +184,8 @@ class GrowableCNN(nn.Module):
                 Z = Z / math.sqrt(1.0 + norm.eps)
             H = F.relu(Z)
             if pooled:
-                H = _max_pool(H)
-            return _rows(H)
+                H = max_pool(H)
+            return rows(H)
 
         return response
 
@@ -242,7 +211,7 @@ class GrowableCNN(nn.Module):
             if len(out) == n_sites:
                 return out
             Z, H = self._conv_block(i, X)
-            out.append(_site(X, Z, H))
+            out.append(activations_of(X, Z, H))
             X = H
         X = X.flatten(1)
         for layer in self.dense[:-1]:
@@ -250,21 +219,9 @@ class GrowableCNN(nn.Module):
                 return out
             Z = layer(X)
             H = F.relu(Z)
-            out.append(_site(X, Z, H))
+            out.append(activations_of(X, Z, H))
             X = H
         return out
-
-
-def _site(inputs, Z, H):
-    """``SiteActivations`` of a conv (4-D ``Z``: rows of positions) or a dense site."""
-    if Z.ndim == 4:
-        return SiteActivations(inputs=inputs, pre=_rows(Z), post=_rows(H))
-    return SiteActivations(inputs=inputs, pre=Z, post=H)
-
-
-def _rows(T):
-    """``(N, C, H, W)`` -> ``(N * H * W, C)``: every position of every sample is a row."""
-    return T.permute(0, 2, 3, 1).reshape(-1, T.shape[1])
 
 
 def build_cnn(architecture, input_shape, widths, n_outputs, max_widths=None, batch_norm=False):
