@@ -17,6 +17,7 @@ from ._base import (
 )
 from .growth import STRATEGIES
 from .nn.cnn import ARCHITECTURES, GrowableCNN
+from .nn.wrn import WRN28_WIDTHS, GrowableWRN
 
 #: Strategies whose initializers have no conv form yet (GradMax, Firefly, NeST on convs).
 _DENSE_ONLY = {"gradmax", "firefly", "nest", "north-pre"}
@@ -34,21 +35,28 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
 
     Parameters
     ----------
-    architecture : {"small", "vgg11"}, default="small"
+    architecture : {"small", "vgg11", "wrn28"}, default="small"
         ``"small"``: two conv blocks (3x3 conv, ReLU, 2x2 max-pool) and one hidden dense
         layer, standard widths 32-64-128, for small images (digits 8x8, MNIST 28x28).
         ``"vgg11"``: the paper's VGG-11 (8 convs of standard widths 64 ... 512, pools
         after convs 1, 2, 4, 6 and 8, two hidden dense layers of 4096), for 32x32 images.
-        All convs and hidden dense layers grow.
+        All convs and hidden dense layers grow. ``"wrn28"``: the paper's pre-activation
+        WideResNet-28, standard widths 16 (stem), 16, 32, 64 (its three residual groups);
+        the stem and each group grow, a group's convs, residual stream and BatchNorms
+        together (see ``sklearn_north.nn.GrowableWRN``). A static WRN-28-k:
+        ``widths=(16, 16 * k, 32 * k, 64 * k)`` with ``strategy="static"``.
     widths : float or sequence of int, default=0.25
         Initial widths: a multiplier of the architecture's standard widths (the paper
         starts at 0.25), or one width per site (convs first, then hidden dense layers).
-    max_widths : float, int, sequence of int or None, default=2.0
-        Maximum widths: a float multiplies the standard widths (the paper caps at 2.0),
-        an int applies to every site, a sequence gives one per site. ``None``: 8 times
-        each site's initial width.
-    batch_norm : bool, default=False
-        A BatchNorm layer after every conv (the paper's VGG has none).
+    max_widths : "auto", float, int, sequence of int or None, default="auto"
+        Maximum widths: a float multiplies the standard widths, an int applies to every
+        site, a sequence gives one per site. ``"auto"``: the paper's caps, 2.0 for
+        ``"small"`` and ``"vgg11"``, 6.0 for ``"wrn28"``. ``None``: 8 times each site's
+        initial width.
+    batch_norm : "auto" or bool, default="auto"
+        A BatchNorm layer after every conv of ``"small"`` and ``"vgg11"`` (``"auto"``:
+        none, as the paper's VGG). ``"wrn28"`` is built from pre-activation blocks and
+        has BatchNorm by definition (``"auto"`` or ``True``; ``False`` is an error).
     input_shape : tuple (channels, height, width) or None, default=None
         How to read 2-D input ``(n_samples, n_features)``: each row holds one image in
         NCHW order (channels, then rows, then columns). ``None``: a square single-channel
@@ -111,10 +119,15 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
 
     _parameter_constraints = {
         **BaseGrowingClassifier._parameter_constraints,
-        "architecture": [StrOptions(set(ARCHITECTURES))],
+        "architecture": [StrOptions({*ARCHITECTURES, "wrn28"})],
         "widths": [Interval(Real, 0, None, closed="neither"), "array-like"],
-        "max_widths": [Interval(Real, 0, None, closed="neither"), "array-like", None],
-        "batch_norm": ["boolean"],
+        "max_widths": [
+            StrOptions({"auto"}),
+            Interval(Real, 0, None, closed="neither"),
+            "array-like",
+            None,
+        ],
+        "batch_norm": [StrOptions({"auto"}), "boolean"],
         "input_shape": [tuple, list, None],
     }
 
@@ -122,8 +135,8 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         self,
         architecture="small",
         widths=0.25,
-        max_widths=2.0,
-        batch_norm=False,
+        max_widths="auto",
+        batch_norm="auto",
         input_shape=None,
         strategy="north-select",
         schedule=None,
@@ -197,6 +210,8 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         initial = self._scaled(self.widths, "widths", standard)
         if self.max_widths is None:
             maximum = tuple(8 * w for w in initial)
+        elif isinstance(self.max_widths, str):  # "auto": the paper's cap
+            maximum = self._scaled(6.0 if self.architecture == "wrn28" else 2.0, "", standard)
         elif isinstance(self.max_widths, Integral) and not isinstance(self.max_widths, bool):
             maximum = (int(self.max_widths),) * len(initial)
         else:
@@ -205,6 +220,8 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         return initial, maximum
 
     def _standard_widths(self):
+        if self.architecture == "wrn28":
+            return WRN28_WIDTHS
         spec = ARCHITECTURES[self.architecture]
         return (*spec["conv"], *spec["dense"])
 
@@ -256,6 +273,18 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         return (*_FEATURE_ATTRIBUTES, "input_shape_")
 
     def _module_spec(self, X, n_classes, initial, maximum):
+        if self.architecture == "wrn28":
+            if self.batch_norm is False:
+                raise ValueError(
+                    "batch_norm=False: architecture='wrn28' is built from pre-activation "
+                    "blocks, which have BatchNorm by definition. Use batch_norm='auto'."
+                )
+            return GrowableWRN, {
+                "input_shape": self.input_shape_,
+                "widths": initial,
+                "n_outputs": n_classes,
+                "max_widths": maximum,
+            }
         spec = ARCHITECTURES[self.architecture]
         n_conv = len(spec["conv"])
         return GrowableCNN, {
@@ -265,7 +294,7 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
             "dense_widths": initial[n_conv:],
             "n_outputs": n_classes,
             "max_widths": maximum,
-            "batch_norm": self.batch_norm,
+            "batch_norm": self.batch_norm is True,
         }
 
     @property

@@ -22,7 +22,7 @@ from .initializers import (
 from .metrics import activation_metric, count_singular_values_above, weight_metric
 from .optim import extend_optimizer_state, grow_parameter
 from .schedules import SCHEDULES, BatchedSchedule, LinearSchedule
-from .sites import Consumer, GrowthSite, NewNeurons, add_neurons
+from .sites import Consumer, GrowthSite, NewNeurons, TiedChannels, add_neurons
 from .strategies import STRATEGIES, make_strategy
 from .triggers import (
     TRIGGERS,
@@ -63,6 +63,7 @@ __all__ = [
     "SelectInit",
     "SiteActivations",
     "SiteGradients",
+    "TiedChannels",
     "Trigger",
     "TriggerDecision",
     "WeightInit",

@@ -10,6 +10,7 @@ import copy
 import math
 import numbers
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from .activations import ActivationRecorder, ForwardRecorder
 from .context import GrowthContext, SampleBuffer
 from .gate import held_out_loss
 from .gradients import GradientRecorder
+from .initializers import tied_fan_in
 from .optim import SECOND_MOMENT_MODES, seed_pending_moments
 from .sites import add_neurons
 
@@ -310,7 +312,13 @@ class GrowthCallback(Callback):
                 continue
             tic = time.perf_counter()
             new = self.initializer_(index, site, k, context, self._generator)
-            add_neurons(site, new, optimizer=net.optimizer_, second_moment=self.second_moment)
+            add_neurons(
+                site,
+                new,
+                optimizer=net.optimizer_,
+                second_moment=self.second_moment,
+                tied_fan_in=partial(tied_fan_in, generator=self._generator),
+            )
             context.site_grew(index, new)
             if gate is not None:
                 gate.site_grew(index)

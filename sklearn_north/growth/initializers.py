@@ -40,7 +40,7 @@ import torch
 from . import metrics
 from ._host import host
 from ._params import ParamsMixin
-from .sites import NewNeurons
+from .sites import GrowthSite, NewNeurons
 
 
 class Initializer(ParamsMixin):
@@ -85,6 +85,15 @@ def random_rescaled_fan_in(site, k, generator):
     """``random_fan_in`` rescaled (in place) to the site's mean fan-in norm."""
     w, _ = rescale_rows(random_fan_in(site, k, generator), mean_fan_in_norm(site), inplace=True)
     return w
+
+
+def tied_fan_in(producer, k, generator):
+    """Fan-in of ``k`` new output channels of a producer tied to a growing site (SPEC
+    section 8: the authors' code gives them a random fan-in and zero fan-out): Glorot
+    directions rescaled to its mean filter norm, on its device and dtype. A zero fan-in
+    would leave them dead: zero values read through zero weights get no gradient."""
+    site = GrowthSite(name="tied", producer=producer, consumers=[], activation=None)
+    return _to_site(site, random_rescaled_fan_in(site, k, generator))
 
 
 def rescale_rows(w, target, inplace=False):

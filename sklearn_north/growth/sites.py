@@ -4,6 +4,11 @@ A *growth site* is one growable hidden layer: the module that produces its neuro
 ``Linear`` or ``Conv2d``, whose fan-in rows are the neurons), the modules that consume its
 output (whose input columns are the neurons' fan-out), and any normalisation layers in
 between. ``add_neurons`` appends ``k`` neurons to a site in place.
+
+A site may be *tied* to other channels that must grow with it, ``k`` at a time (a residual
+group's stream and its blocks' inner widths, SPEC section 8): the site's own neurons get
+the strategy's weights; the tied channels get a random fan-in and zero fan-out, so the
+network's function is unchanged.
 """
 
 from collections.abc import Callable
@@ -25,6 +30,20 @@ class Consumer:
 
     module: nn.Module
     spatial: int = 1
+
+
+@dataclass
+class TiedChannels:
+    """Channels that grow with a site, as many as it does, with zero fan-out.
+
+    ``producers`` write them (each gets ``k`` output channels with a random fan-in, see
+    ``add_neurons``: several producers add into one residual stream), ``consumers`` read
+    them (zero input columns), ``norms`` normalise them (identity entries).
+    """
+
+    producers: list
+    consumers: list
+    norms: list = field(default_factory=list)
 
 
 @dataclass
@@ -53,6 +72,9 @@ class GrowthSite:
         ``activation(inputs @ fan_in.T + bias)``. A conv site's network gives its own
         (the convolution, the normalisation and pooling between it and the activations
         the metric measures).
+    tied : list of TiedChannels
+        Channels that grow with the site, in the order they are grown: a producer's
+        fan-in covers its input as grown by the site and the groups before it.
     """
 
     name: str
@@ -62,6 +84,7 @@ class GrowthSite:
     norms: list = field(default_factory=list)
     max_width: int | None = None
     response: Callable | None = None
+    tied: list = field(default_factory=list)
 
     @property
     def is_conv(self):
@@ -113,46 +136,61 @@ class NewNeurons:
         return self.fan_in.shape[0]
 
 
-def add_neurons(site, new, optimizer=None, second_moment="gradient"):
+def add_neurons(site, new, optimizer=None, second_moment="gradient", tied_fan_in=None):
     """Append ``new.k`` neurons to ``site`` in place.
 
     Appends fan-in rows (and biases) to the producer, fan-out columns to every consumer and
     identity entries to every norm layer, updates the modules' size attributes, and pads the
-    optimizer state of every touched parameter (see ``optim.grow_parameter``).
+    optimizer state of every touched parameter (see ``optim.grow_parameter``). A tied site
+    then grows its ``tied`` channels by as many, each producer's fan-in given by
+    ``tied_fan_in(producer, k)``, their fan-out zero.
 
     With zero fan-out (``new.fan_out is None``) the network's output is unchanged.
     """
     k = new.k
     if k == 0:
         return
-    producer = site.producer
     if tuple(new.fan_in.shape[1:]) != site.fan_in_shape:
         raise ValueError(
             f"fan_in has shape {tuple(new.fan_in.shape)}, expected (k, *{site.fan_in_shape})."
         )
-
     fan_out = new.fan_out if new.fan_out is not None else [None] * len(site.consumers)
     if len(fan_out) != len(site.consumers):
         raise ValueError(f"Expected {len(site.consumers)} fan-out blocks, got {len(fan_out)}.")
+    if site.tied and tied_fan_in is None:
+        raise ValueError(f"Site {site.name!r} is tied to other channels: pass tied_fan_in.")
 
     def grow(module, name, dim, values):
         grow_parameter(module, name, dim, values, optimizer, second_moment)
 
-    grow(producer, "weight", 0, new.fan_in)
-    if producer.bias is not None:
-        bias = new.bias if new.bias is not None else producer.bias.new_zeros(k)
-        grow(producer, "bias", 0, bias.reshape(k))
-    _set_size(producer, out=site.width)
+    _grow_outputs(site.producer, new.fan_in, new.bias, grow)
+    _grow_inputs(site, site.consumers, fan_out, k, grow)
+    for norm in site.norms:
+        _grow_norm(norm, k, optimizer, second_moment)
+    for group in site.tied:
+        for producer in group.producers:
+            _grow_outputs(producer, tied_fan_in(producer, k), None, grow)
+        _grow_inputs(site, group.consumers, [None] * len(group.consumers), k, grow)
+        for norm in group.norms:
+            _grow_norm(norm, k, optimizer, second_moment)
 
-    for consumer, block in zip(site.consumers, fan_out):
+
+def _grow_outputs(producer, fan_in, bias, grow):
+    k = fan_in.shape[0]
+    grow(producer, "weight", 0, fan_in)
+    if producer.bias is not None:
+        bias = bias if bias is not None else producer.bias.new_zeros(k)
+        grow(producer, "bias", 0, bias.reshape(k))
+    _set_size(producer, out=producer.weight.shape[0])
+
+
+def _grow_inputs(site, consumers, blocks, k, grow):
+    for consumer, block in zip(consumers, blocks, strict=True):
         shape = site.fan_out_shape(consumer, k)
         weight = consumer.module.weight
         block = weight.new_zeros(shape) if block is None else block.reshape(shape)
         grow(consumer.module, "weight", 1, block)
         _set_size(consumer.module, inp=consumer.module.weight.shape[1])
-
-    for norm in site.norms:
-        _grow_norm(norm, k, optimizer, second_moment)
 
 
 def _grow_norm(norm, k, optimizer, second_moment):

@@ -3,5 +3,6 @@
 from .activations import ACTIVATIONS
 from .cnn import ARCHITECTURES, GrowableCNN
 from .mlp import GrowableMLP
+from .wrn import GrowableWRN
 
-__all__ = ["ACTIVATIONS", "ARCHITECTURES", "GrowableCNN", "GrowableMLP"]
+__all__ = ["ACTIVATIONS", "ARCHITECTURES", "GrowableCNN", "GrowableMLP", "GrowableWRN"]
