@@ -9,8 +9,9 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from sklearn_north import STRATEGIES, GrowingMLPClassifier
+from sklearn_north import STRATEGIES, GrowingCNNClassifier, GrowingMLPClassifier
 from sklearn_north.__main__ import build_parser, main, make_estimator
+from sklearn_north.nn.cnn import ARCHITECTURES
 
 # Short runs: a few epochs of small networks, few candidates.
 FAST = ("--n-candidates", "20")
@@ -21,14 +22,16 @@ def run(capsys, *argv):
     return capsys.readouterr().out
 
 
-def fit_as_the_job(test_size=0.25, random_state=0, **params):
+def fit_as_the_job(test_size=0.25, random_state=0, estimator=GrowingMLPClassifier, **params):
     """The estimator fitted as the main job fits it (digits in [0, 1], its split; the job's
-    defaults: a quarter of the samples held out, seed 0) and its test accuracy."""
+    defaults: a quarter of the samples held out, seed 0) and its test accuracy. Rows of 64
+    pixels for either estimator: the CNN reads them as 1x8x8 images itself, so that a run
+    of the job, which passes images, agrees only if its images are these pixels."""
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(
         X / 16.0, y, test_size=test_size, random_state=random_state, stratify=y
     )
-    clf = GrowingMLPClassifier(random_state=random_state, **params).fit(X_train, y_train)
+    clf = estimator(random_state=random_state, **params).fit(X_train, y_train)
     return clf, clf.score(X_test, y_test)
 
 
@@ -48,21 +51,25 @@ def widths_after(history, initial, epoch):
     return "-".join(map(str, widths))
 
 
-def check_report(out, clf, accuracy, initial):
-    """Every figure of the report is the fitted estimator's."""
+def check_report(out, clf, accuracy, initial, names=None):
+    """Every figure of the report is the fitted estimator's; ``names``: what the report
+    calls each site (``layer i`` by default)."""
+    if names is None:
+        names = [f"layer {i}" for i in range(len(initial))]
     history = clf.growth_history_
     assert len(history) > 0, "the run should grow for the comparison to mean something"
     assert reported(out, "final widths").startswith(f"{clf.hidden_layer_sizes_} ")
     assert reported(out, "test accuracy") == f"{accuracy:.4f}"
     n_params = sum(p.numel() for p in clf.module_.parameters())
     assert reported(out, "parameters") == str(n_params)
-    assert reported(out, "growth events").startswith(f"{len(history)} in {clf.n_iter_} epochs")
-    # One line per layer: initial -> final, how many events, the first and the last.
-    for layer, width0 in enumerate(initial):
+    epochs = f"{clf.n_iter_} epoch" + ("s" if clf.n_iter_ != 1 else "")
+    assert reported(out, "growth events").startswith(f"{len(history)} in {epochs} (")
+    # One line per site: initial -> final, how many events, the first and the last.
+    for layer, (name, width0) in enumerate(zip(names, initial, strict=True)):
         events = history[history.layer == layer]
         final = clf.hidden_layer_sizes_[layer]
-        line = re.search(rf"^  layer {layer}: {width0} -> {final}\b.*$", out, re.MULTILINE)
-        assert line, f"no line for layer {layer} in\n{out}"
+        line = re.search(rf"^  {name}: {width0} -> {final}\b.*$", out, re.MULTILINE)
+        assert line, f"no line for {name} in\n{out}"
         if events.empty:
             assert line.group(0).endswith(", no growth event")
             continue
@@ -269,15 +276,24 @@ def test_a_usage_error_from_the_command_line_has_no_traceback():
     assert "Traceback" not in done.stderr
 
 
-def _help_entries():
-    """``--help``'s text per option, whitespace normalised."""
+def _help_groups():
+    """``{group title: {option: its --help text, whitespace normalised}}``."""
     text = build_parser().format_help()
-    options = text[text.index("options:") :]
-    entries = {}
-    for entry in re.split(r"\n(?=  -)", options)[1:]:
-        flag = entry.split()[0].rstrip(",")
-        entries[flag] = " ".join(entry.split())
-    return entries
+    groups = {}
+    # A group: its title line, an optional description, then one entry per option.
+    for block in re.split(r"\n\n(?=\S)", text[text.index("options:") :]):
+        title, _, body = block.partition(":\n")
+        entries = groups.setdefault(title, {})
+        for entry in re.split(r"\n(?=  -)", body):
+            if entry.startswith("  -"):
+                flag = entry.split()[0].rstrip(",")
+                entries[flag] = " ".join(entry.split())
+    return groups
+
+
+def _help_entries():
+    """``--help``'s text per option, whatever its group."""
+    return {flag: text for group in _help_groups().values() for flag, text in group.items()}
 
 
 def _as_typed(value):
@@ -285,11 +301,11 @@ def _as_typed(value):
 
 
 def test_help_shows_the_estimators_defaults():
-    defaults = GrowingMLPClassifier().get_params()
+    mlp = GrowingMLPClassifier().get_params()
+    cnn = GrowingCNNClassifier().get_params()
     entries = _help_entries()
-    for flag, param in {
+    shared = {
         "--strategy": "strategy",
-        "--hidden": "hidden_layer_sizes",
         "--schedule-end": "schedule_end",
         "--trigger-rounding": "trigger_rounding",
         "--epsilon": "epsilon",
@@ -304,9 +320,25 @@ def test_help_shows_the_estimators_defaults():
         "--n-iter-no-change": "n_iter_no_change",
         "--validation-fraction": "validation_fraction",
         "--device": "device",
-    }.items():
-        assert f"(default: {_as_typed(defaults[param])})" in entries[flag], flag
-    # None defaults say what None means.
+    }
+    assert any(mlp[p] != cnn[p] for p in shared.values()), "no differing default to show"
+    for flag, param in shared.items():
+        if mlp[param] == cnn[param]:
+            assert f"(default: {_as_typed(mlp[param])})" in entries[flag], flag
+        else:  # each model's own
+            mine = f"(default: mlp: {_as_typed(mlp[param])}; cnn: {_as_typed(cnn[param])})"
+            assert mine in entries[flag], flag
+    for flag, param in {"--hidden": "hidden_layer_sizes", "--activation": "activation"}.items():
+        assert f"(default: {_as_typed(mlp[param])})" in entries[flag], flag
+    assert f"(default: {cnn['architecture']})" in entries["--architecture"]
+    # The CNN's width multipliers, and the widths they give the default architecture.
+    spec = ARCHITECTURES[cnn["architecture"]]
+    for flag, param in {"--widths": "widths", "--max-widths": "max_widths"}.items():
+        multiplier = 2.0 if cnn[param] == "auto" else cnn[param]  # the paper's cap for small
+        widths = ",".join(str(round(multiplier * w)) for w in (*spec["conv"], *spec["dense"]))
+        assert f"(default: {cnn[param]}, {widths} for {cnn['architecture']})" in entries[flag]
+    assert cnn["batch_norm"] == "auto" and "(default: auto: none" in entries["--batch-norm"]
+    # None defaults say what None means (for each model where the meanings differ).
     for flag, param in {
         "--max-hidden": "max_hidden_layer_sizes",
         "--schedule": "schedule",
@@ -315,15 +347,169 @@ def test_help_shows_the_estimators_defaults():
         "--buffer-size": "buffer_size",
         "--threads": "n_threads",
     }.items():
-        assert defaults[param] is None
+        assert mlp[param] is None
         assert "(default: None, " in entries[flag], flag
     assert "10 x initial" in entries["--max-hidden"]
+    assert "mlp: 2 x largest max width; cnn: one mini-batch" in entries["--buffer-size"]
+    assert "cnn: activation 0.9 (running_max baseline)" in entries["--gamma"]
     assert "(default: 0)" in entries["--seed"]  # the job's own: a reproducible report
     assert "(default: 0.25)" in entries["--test-size"]
+    assert "(default: mlp)" in entries["--model"]
+    # --strategy names the strategies the CNN refuses.
+    for strategy in ("north-pre", "gradmax", "firefly", "nest"):
+        assert strategy in entries["--strategy"].split("--model cnn refuses")[1]
+
+
+def test_help_groups_each_models_own_options():
+    groups = _help_groups()
+    assert set(groups["MLP options (--model mlp only)"]) == {
+        "--hidden",
+        "--max-hidden",
+        "--activation",
+    }
+    assert set(groups["CNN options (--model cnn only)"]) == {
+        "--architecture",
+        "--widths",
+        "--max-widths",
+        "--batch-norm",
+    }
+    assert "--epochs" in groups["options of both models"]
+    assert "--model" in groups["options"]
 
 
 def test_help_exits_cleanly(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
-    assert "--max-hidden" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--max-hidden" in out
+    assert "--max-widths" in out
+
+
+# -- the CNN (issue 19) -------------------------------------------------------------------
+
+#: What the CNN report calls its sites: the network's own names, convs first.
+CNN_SITES = ["conv0", "conv1", "dense0"]
+
+
+def test_cnn_run_reports_what_the_estimator_fits(capsys):
+    # Per-site widths (convs first) and one max for every site; the per-epoch table shown.
+    out = run(capsys, "--model", "cnn", "--widths", "4,8,16", "--max-widths", "32",
+              "--epochs", "2", *FAST)  # fmt: skip
+    clf, accuracy = fit_as_the_job(
+        estimator=GrowingCNNClassifier,
+        widths=(4, 8, 16),
+        max_widths=32,
+        max_epochs=2,
+        n_candidates=20,
+    )
+    assert clf.input_shape_ == (1, 8, 8)
+    assert [site.name for site in clf.module_.growth_sites()] == CNN_SITES
+    history = check_report(out, clf, accuracy, initial=(4, 8, 16), names=CNN_SITES)
+    assert reported(out, "final widths").startswith(f"{clf.widths_} ")
+    assert reported(out, "sites").startswith(", ".join(CNN_SITES) + " ")
+    assert out.startswith("digits: 1347 train / 450 test samples, 1x8x8 images; model=cnn")
+    assert "initial widths (4, 8, 16), max (32, 32, 32)" in out.splitlines()[0]
+    for epoch in (1, 2):
+        row = re.search(rf"^\s+{epoch}\s.*\s(\d+-\d+-\d+)\s", out, re.MULTILINE)
+        assert row, f"no table row for epoch {epoch} in\n{out}"
+        assert row.group(1) == widths_after(history, (4, 8, 16), epoch)
+
+
+def test_cnn_defaults_and_multipliers_run_as_the_estimator(capsys):
+    # The default widths (a multiplier) with BatchNorm; --threads, --seed as for the MLP.
+    out = run(capsys, "--model", "cnn", "--batch-norm", "--epochs", "1", "--seed", "3",
+              "--quiet", *FAST)  # fmt: skip
+    clf, accuracy = fit_as_the_job(
+        estimator=GrowingCNNClassifier,
+        random_state=3,
+        batch_norm=True,
+        max_epochs=1,
+        n_candidates=20,
+    )
+    assert len(clf.module_.norms) == 2
+    initial = tuple(round(0.25 * w) for w in (32, 64, 128))  # the "small" standard widths
+    check_report(out, clf, accuracy, initial=initial, names=CNN_SITES)
+    assert reported(out, "epochs trained") == "1 of at most 1"
+
+
+def test_cnn_options_set_the_estimators_parameters():
+    parse = build_parser().parse_args
+    argv = ["--model", "cnn", "--architecture", "vgg11", "--widths", "0.5", "--max-widths",
+            "1.5", "--batch-norm", "--n-candidates", "7", "--epochs", "3"]  # fmt: skip
+    clf = make_estimator(parse(argv))
+    assert isinstance(clf, GrowingCNNClassifier)
+    clf._validate_params()
+    expected = {"architecture": "vgg11", "widths": 0.5, "max_widths": 1.5, "batch_norm": True,
+                "n_candidates": 7, "max_epochs": 3}  # fmt: skip
+    assert {name: clf.get_params()[name] for name in expected} == expected
+    spec = ARCHITECTURES["vgg11"]
+    standard = (*spec["conv"], *spec["dense"])
+    assert clf._widths() == (
+        tuple(round(0.5 * w) for w in standard),
+        tuple(round(1.5 * w) for w in standard),
+    )
+    # --max-widths as the estimator reads max_widths: an int for every site, a list, None.
+    for text, value in [("96", 96), ("40,80,160", (40, 80, 160)), ("none", None)]:
+        args = parse(["--model", "cnn", "--max-widths", text, "--widths", "5,10,20"])
+        clf = make_estimator(args)
+        assert clf.max_widths == value and clf.widths == (5, 10, 20)
+        clf._validate_params()
+    assert clf._widths()[1] == (40, 80, 160)  # None: 8 x the initial widths
+    # Unset, every option is the CNN's own default (not the MLP's), but the job's seed and
+    # table; the parameters the job has no option for are the estimator's.
+    defaults = GrowingCNNClassifier().get_params()
+    unset = make_estimator(parse(["--model", "cnn"])).get_params()
+    differ = {name for name in defaults if unset[name] != defaults[name]}
+    assert differ == {"random_state", "verbose"}
+    assert (unset["random_state"], unset["verbose"]) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "other"),
+    [
+        (["--model", "cnn", "--hidden", "8"], "--hidden", "mlp"),
+        (["--model", "cnn", "--max-hidden", "8"], "--max-hidden", "mlp"),
+        (["--model", "cnn", "--activation", "tanh"], "--activation", "mlp"),
+        (["--widths", "0.5"], "--widths", "cnn"),
+        (["--model", "mlp", "--max-widths", "2.0"], "--max-widths", "cnn"),
+        (["--architecture", "small"], "--architecture", "cnn"),
+        (["--batch-norm"], "--batch-norm", "cnn"),
+    ],
+)
+def test_the_other_models_options_are_usage_errors(capsys, argv, option, other):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--epochs", "1", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {option}: only with --model {other}" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "says"),
+    [
+        # The CNN's initializers for these are dense-only: refused before training.
+        (["--strategy", "north-pre"], "--strategy", "dense layers only"),
+        (["--strategy", "gradmax"], "--strategy", "dense layers only"),
+        (["--strategy", "firefly"], "--strategy", "dense layers only"),
+        (["--strategy", "nest"], "--strategy", "dense layers only"),
+        (["--widths", "8,16"], "--widths", "2 entries"),
+        (["--widths", "0"], "--widths", "'widths'"),
+        (["--widths", "wide"], "--widths", "multiplier"),
+        (["--widths", "8,0,32"], "--widths", "positive"),
+        (["--max-widths", "16"], "--max-widths", "below its initial width"),
+        (["--max-widths", "often"], "--max-widths", "expected"),
+        (["--architecture", "resnet"], "--architecture", "invalid choice"),
+        (["--gamma", "2"], "--gamma", "'gamma'"),
+        (["--schedule", "linear", "--schedule-target", "12"], "--schedule-target", "16"),
+    ],
+)
+def test_invalid_cnn_values_are_usage_errors_naming_the_option(capsys, argv, option, says):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "cnn", "--epochs", "1", *argv])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert f"error: argument {option}: " in captured.err
+    assert says in captured.err.split(f"argument {option}: ")[1]
+    assert "final widths" not in captured.out
+    assert "digits:" not in captured.out  # nothing trained
