@@ -596,6 +596,9 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         return _writeable(X), y
 
+    #: The initial and maximum widths' parameters, and what one entry is (for messages).
+    _width_names = ("hidden_layer_sizes", "max_hidden_layer_sizes", "layer")
+
     def _widths(self):
         """``(initial, maximum)`` widths of the network's growth sites."""
         raise NotImplementedError
@@ -606,13 +609,13 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             return None  # schedule_target is ignored
         if self.schedule_target is None:
             return maximum
-        target = _per_layer(self.schedule_target, "schedule_target", initial)
+        name, max_name, unit = self._width_names
+        target = _per_layer(self.schedule_target, "schedule_target", initial, of=name)
         for i, (t, w, m) in enumerate(zip(target, initial, maximum)):
             if not w <= t <= m:
                 raise ValueError(
-                    f"schedule_target must be between hidden_layer_sizes and "
-                    f"max_hidden_layer_sizes for every layer; layer {i} has target {t} "
-                    f"outside [{w}, {m}]."
+                    f"schedule_target must be between {name} and {max_name} for every "
+                    f"{unit}; {unit} {i} has target {t} outside [{w}, {m}]."
                 )
         return target
 
@@ -818,16 +821,15 @@ def _check_maximum(initial, maximum, name, max_name, unit):
         )
 
 
-def _per_layer(value, name, initial):
-    """``value`` as one width per hidden layer: an int applies to every layer, a sequence
-    must have one entry per layer of ``initial``."""
+def _per_layer(value, name, initial, of="hidden_layer_sizes"):
+    """``value`` as one width per growth site: an int applies to every site, a sequence
+    must have one entry per site of ``initial`` (``of``: what the sites are, for the
+    message)."""
     widths = _as_widths(value, name)
     if np.ndim(value) == 0:
         return widths * len(initial)
     if len(widths) != len(initial):
-        raise ValueError(
-            f"{name} has {len(widths)} entries but hidden_layer_sizes has {len(initial)}."
-        )
+        raise ValueError(f"{name} has {len(widths)} entries but {of} has {len(initial)}.")
     return widths
 
 

@@ -216,8 +216,10 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
             maximum = (int(self.max_widths),) * len(initial)
         else:
             maximum = self._scaled(self.max_widths, "max_widths", standard)
-        _check_maximum(initial, maximum, "widths", "max_widths", unit="site")
+        _check_maximum(initial, maximum, *self._width_names)
         return initial, maximum
+
+    _width_names = ("widths", "max_widths", "site")
 
     def _standard_widths(self):
         if self.architecture == "wrn28":
@@ -225,12 +227,11 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         spec = ARCHITECTURES[self.architecture]
         return (*spec["conv"], *spec["dense"])
 
-    @staticmethod
-    def _scaled(value, name, standard):
+    def _scaled(self, value, name, standard):
         """A multiplier of the standard widths, or one width per site."""
         if np.ndim(value) == 0:
             return tuple(max(1, round(float(value) * w)) for w in standard)
-        return _per_layer(value, name, standard)
+        return _per_layer(value, name, standard, of=f"architecture={self.architecture!r}")
 
     def _make_strategy(self, target, **defaults):
         if isinstance(self.strategy, str) and self.strategy in _DENSE_ONLY:
@@ -241,7 +242,16 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
             )
         if isinstance(self.strategy, str) and STRATEGIES[self.strategy][0] == "activation":
             defaults = {"gamma": 0.9, "baseline": "running_max", **defaults}
-        return super()._make_strategy(target, **defaults)
+        trigger, initializer = super()._make_strategy(target, **defaults)
+        # A custom pair is checked here too, before anything is trained or replaced.
+        for part in (trigger, initializer):
+            if getattr(part, "needs_gradients", False) or not getattr(part, "grows_convs", True):
+                raise ValueError(
+                    f"strategy: {type(part).__name__} is defined for dense layers only in "
+                    f"this version (gradient statistics and pre-activations of convolutions "
+                    f"are not implemented); GrowingCNNClassifier cannot use it."
+                )
+        return trigger, initializer
 
     def _buffer_size(self):
         if self.buffer_size is not None:
@@ -321,6 +331,12 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
             X = check_array(X, allow_nd=True, dtype=np.float32)
             shape = tuple(int(s) for s in X.shape[1:])
             X = X.reshape(X.shape[0], -1)
+        elif ndim == 3:
+            raise ValueError(
+                f"X has shape {tuple(X.shape)}: images must be 4-D (n_samples, channels, "
+                f"height, width), or rows of n_samples x features. For single-channel "
+                f"images add the channel axis: X[:, None]."
+            )
         else:
             # 2-D rows; anything else gets validate_data's scikit-learn errors.
             shape = None
@@ -338,12 +354,17 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         return X
 
     def _input_shape(self, shape, n_features):
-        given = None if self.input_shape is None else tuple(int(s) for s in self.input_shape)
-        if given is not None and (len(given) != 3 or min(given) < 1):
+        given = None if self.input_shape is None else tuple(self.input_shape)
+        if given is not None and (
+            len(given) != 3
+            or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in given)
+            or min(given) < 1
+        ):
             raise ValueError(
                 f"input_shape must be (channels, height, width) of positive ints, got "
                 f"{self.input_shape!r}."
             )
+        given = None if given is None else tuple(int(s) for s in given)
         if shape is not None:
             if given is not None and given != shape:
                 raise ValueError(f"input_shape={given} does not match X's images {shape}.")

@@ -219,6 +219,8 @@ class GrowthCallback(Callback):
             self._detach_recorder()
             keep_updates = getattr(self.trigger_, "needs_updates", False)
             self._recorder = GradientRecorder(keep_updates).attach(sites)
+        if self.buffer_ is not None:
+            self.buffer_.to(net.device)  # (an unpickled model's buffer is on the CPU)
         if not self._started:
             if self._uses_samples():
                 self._check_buffer_size(sites)
@@ -422,6 +424,11 @@ class GrowthCallback(Callback):
         # Hooks and tensors of a training run: never pickled.
         state.pop("_recorder", None)
         state.pop("_activation_recorder", None)
+        buffer = state.get("buffer_")
+        if buffer is not None and buffer.data is not None and buffer.data.device.type != "cpu":
+            # A model trained on a GPU loads where there is none (skorch maps the module
+            # and optimizer, not callbacks); on_train_begin moves it to the net's device.
+            state["buffer_"] = copy.copy(buffer).to("cpu")
         if "_generator" in state:
             state["_generator"] = state["_generator"].get_state()
         return state

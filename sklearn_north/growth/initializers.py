@@ -53,6 +53,8 @@ class Initializer(ParamsMixin):
     #: Whether the initializer reads the last training step's gradient statistics
     #: (``context.gradients``); the callback then records them with hooks.
     needs_gradients = False
+    #: Whether it can grow a convolution's channels (``GrowthSite.is_conv``).
+    grows_convs = True
 
     def check_params(self):
         """Raise ``ValueError`` for an invalid parameter value (the callback calls this when
@@ -301,6 +303,8 @@ class PreActivationInit(Initializer):
         included).
     """
 
+    grows_convs = False  # dense layers only in this version
+
     needs_activations = True
     # Which Gram matrix to decompose: None decides by the input's shape (the samples' when
     # n < fan_in + 1); True or False forces the samples' or the features'. Tests and the
@@ -545,6 +549,8 @@ class GradMaxInit(Initializer):
     reduced in place by ``act(0) * u`` so that the output is still unchanged.
     """
 
+    grows_convs = False  # dense layers only in this version
+
     needs_gradients = True
 
     def __call__(self, index, site, k, context, generator):
@@ -609,6 +615,8 @@ class FireflyInit(Initializer):
     noise : float, default=1e-4
         Relative size of the split noise and of the new neurons' fan-out.
     """
+
+    grows_convs = False  # dense layers only in this version
 
     function_preserving = False  # up to the noise
     needs_gradients = True
@@ -688,6 +696,8 @@ class NeSTInit(Initializer):
     quantile : float in [0, 1), default=0.4
         Entries of ``|G|`` above this quantile are kept.
     """
+
+    grows_convs = False  # dense layers only in this version
 
     function_preserving = False
     needs_gradients = True
