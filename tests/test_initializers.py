@@ -435,3 +435,24 @@ def test_pre_activation_epsilon_cutoff_keeps_directions_above_epsilon_after_norm
     svd = np.linalg.svd(inputs.numpy(), compute_uv=False)
     expected = np.sort(svd) / np.sqrt(n) > eps
     assert int(kept.sum()) == int(expected.sum()) == 2
+
+
+@pytest.mark.parametrize("shape", [(5, 12), (12, 5), (7, 7)])
+@pytest.mark.parametrize("rank", [None, 3])
+def test_row_space_is_the_svds(shape, rank):
+    # WeightInit's basis: the span and rank of the SVD's right singular vectors, for wide,
+    # tall and square weights, full rank or not.
+    from sklearn_north.growth.initializers import _row_space
+
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(*shape, generator=g, dtype=torch.float64)
+    if rank is not None:
+        W = torch.randn(shape[0], rank, generator=g, dtype=torch.float64) @ torch.randn(
+            rank, shape[1], generator=g, dtype=torch.float64
+        )
+    rows = _row_space(W)
+    Vh = torch.linalg.svd(W, full_matrices=False).Vh
+    expected = Vh[: int(torch.linalg.matrix_rank(W))]
+    assert rows.shape == expected.shape
+    torch.testing.assert_close(rows @ rows.T, torch.eye(len(rows), dtype=torch.float64))
+    torch.testing.assert_close(rows.T @ rows, expected.T @ expected)

