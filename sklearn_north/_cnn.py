@@ -19,8 +19,8 @@ from .growth import STRATEGIES
 from .nn.cnn import ARCHITECTURES, GrowableCNN
 from .nn.wrn import WRN28_WIDTHS, GrowableWRN
 
-#: Strategies whose initializers have no conv form yet (GradMax, Firefly, NeST on convs).
-_DENSE_ONLY = {"gradmax", "firefly", "nest", "north-pre"}
+#: Strategies whose initializers have no conv form yet (Firefly, NeST, Pre-activation).
+_DENSE_ONLY = {"firefly", "nest", "north-pre"}
 
 
 class GrowingCNNClassifier(BaseGrowingClassifier):
@@ -65,9 +65,10 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         its own shape (``input_shape`` must then match or be None).
     strategy : str or tuple (trigger, initializer), default="north-select"
         As in ``GrowingMLPClassifier``. On convolutions: ``"north-select"``,
-        ``"north-random"``, ``"north-weight"``, ``"static"`` and custom pairs;
-        ``"north-pre"``, ``"gradmax"``, ``"firefly"`` and ``"nest"`` are defined for
-        dense layers only here (``ValueError``).
+        ``"north-random"``, ``"north-weight"``, ``"gradmax"`` (GradMax's exact conv
+        auxiliary gradient, through pooling and BatchNorm), ``"static"`` and custom
+        pairs; ``"north-pre"``, ``"firefly"`` and ``"nest"`` are defined for dense
+        layers only here (``ValueError``).
     schedule, schedule_target, schedule_end
         As in ``GrowingMLPClassifier`` (``schedule_target`` per site).
     gamma : float in (0, 1] or None, default=None
@@ -238,18 +239,17 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
             raise ValueError(
                 f"strategy={self.strategy!r} is defined for dense layers only in this "
                 f"version; GrowingCNNClassifier grows convolutions with 'north-select', "
-                f"'north-random', 'north-weight', a schedule or a custom pair."
+                f"'north-random', 'north-weight', 'gradmax', a schedule or a custom pair."
             )
         if isinstance(self.strategy, str) and STRATEGIES[self.strategy][0] == "activation":
             defaults = {"gamma": 0.9, "baseline": "running_max", **defaults}
         trigger, initializer = super()._make_strategy(target, **defaults)
         # A custom pair is checked here too, before anything is trained or replaced.
         for part in (trigger, initializer):
-            if getattr(part, "needs_gradients", False) or not getattr(part, "grows_convs", True):
+            if not getattr(part, "grows_convs", True):
                 raise ValueError(
                     f"strategy: {type(part).__name__} is defined for dense layers only in "
-                    f"this version (gradient statistics and pre-activations of convolutions "
-                    f"are not implemented); GrowingCNNClassifier cannot use it."
+                    f"this version; GrowingCNNClassifier cannot use it."
                 )
         return trigger, initializer
 

@@ -26,9 +26,9 @@ from sklearn_north._cnn import _DENSE_ONLY
 from sklearn_north.growth import (
     EVENT_COLUMNS,
     ActivationTrigger,
+    FireflyInit,
     GradientTrigger,
     PreActivationInit,
-    RandomInit,
 )
 
 # The small architecture at a few channels: a fit on a few hundred digits takes a fraction
@@ -406,7 +406,7 @@ REFIT_REJECTIONS = {
     "input_shape against the images": (ValueError, "input_shape"),
     "widths": (ValueError, "widths"),
     "dense-only strategy": (ValueError, "dense layers only"),
-    "dense-only custom trigger": (ValueError, "GradientTrigger is defined for dense layers only"),
+    "dense-only custom trigger": (ValueError, "FireflyInit is defined for dense layers only"),
     "dense-only custom initializer": (
         ValueError,
         "PreActivationInit is defined for dense layers only",
@@ -450,9 +450,9 @@ def test_refit_rejected_at_validation_keeps_the_previous_model(fitted, digits, f
     elif failure in ("widths", "changed widths"):
         clf.set_params(widths=(4, 0, 8) if failure == "widths" else (4, 4, 9))
     elif failure == "dense-only strategy":
-        clf.set_params(strategy="gradmax")
+        clf.set_params(strategy="nest")
     elif failure == "dense-only custom trigger":
-        clf.set_params(strategy=(GradientTrigger(), RandomInit()))
+        clf.set_params(strategy=(GradientTrigger(), FireflyInit()))
     elif failure == "dense-only custom initializer":
         clf.set_params(strategy=(ActivationTrigger(), PreActivationInit()))
     else:

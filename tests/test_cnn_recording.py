@@ -105,6 +105,8 @@ def digits():
 
 
 FAST = {"max_epochs": 3, "batch_size": 50, "n_candidates": 8, "random_state": 0}
+#: Long enough for evaluations at which nothing grows.
+QUIET_TOO = {**FAST, "max_epochs": 6}
 
 
 def count_site_activation_passes(monkeypatch):
@@ -132,7 +134,7 @@ def test_training_source_measures_without_a_second_forward(digits, monkeypatch, 
         return added
 
     monkeypatch.setattr(GrowthCallback, "grow", watched)
-    clf = GrowingCNNClassifier(**FAST, activation_source=source).fit(*digits)
+    clf = GrowingCNNClassifier(**QUIET_TOO, activation_source=source).fit(*digits)
     quiet = [passes for passes, added in evaluations if added == 0]
     grew = [passes for passes, added in evaluations if added > 0]
     assert quiet and grew

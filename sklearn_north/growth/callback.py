@@ -306,6 +306,10 @@ class GrowthCallback(Callback):
         context = self._context(module, gradients, n_sites=watched[-1] + 1)
         for index in watched:
             site = sites[index]
+            if gradients is not None and gradients.is_stale(index):
+                # A site that reads a conv site grown in this pass: its statistics are
+                # not brought up to date; it is judged again after the next step.
+                continue
             tic = time.perf_counter()
             decision = self.trigger_(index, site, context)
             k = int(min(decision.n_neurons, site.room))

@@ -53,13 +53,14 @@ The matrix assumes the new channels reach the consumer unchanged apart from the 
 0 at 0, which is why ``M`` is built from ``x`` and ``delta`` directly and not by autograd.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvGeometry", "conv_auxiliary_matrix", "top_fan_out"]
+__all__ = ["ConvGeometry", "conv_auxiliary_matrix", "site_auxiliary_gradient", "top_fan_out"]
 
 _METHODS = ("auto", "input", "delta")
 
@@ -263,37 +264,144 @@ def _via_unfolded_input(x, delta, producer, consumer, mid_size):
     return grad.transpose(0, 1).reshape(unfolded.shape[1], -1)
 
 
-def _via_spread_delta(x, delta, producer, consumer, mid_size):
-    """``M^T`` as the producer-geometry weight gradient over ``D`` laid out as an image."""
+def _spread_delta(delta, consumer, size):
+    """``D`` as an image ``(N, C_{l+1} * k2h * k2w, *size)``: ``delta`` routed back through
+    each of the consumer's taps to the consumer-input position ``size`` it reads."""
     c_out = delta.shape[1]
     taps = consumer.taps
     # One-hot kernels: the transposed consumer conv (groups = channels) copies
     # delta[n, o, q] to output channel (o, u, v) at the position q*s2 + (u, v) - p2 it reads.
     one_hot = torch.eye(taps, dtype=delta.dtype, device=delta.device)
     one_hot = one_hot.reshape(1, taps, *consumer.kernel_size).expand(c_out, -1, -1, -1)
-    # The producer output rows/columns the consumer's last stride step does not reach.
+    # The input rows/columns the consumer's last stride step does not reach.
     natural = tuple(
         (n2 - 1) * s - 2 * p + k
         for n2, s, p, k in zip(
             delta.shape[2:], consumer.stride, consumer.padding, consumer.kernel_size
         )
     )
-    spread = F.conv_transpose2d(
+    return F.conv_transpose2d(
         delta,
         one_hot,
         stride=consumer.stride,
         padding=consumer.padding,
-        output_padding=tuple(m - s for m, s in zip(mid_size, natural)),
+        output_padding=tuple(m - s for m, s in zip(size, natural)),
         groups=c_out,
     )
+
+
+def _via_spread_delta(x, delta, producer, consumer, mid_size):
+    """``M^T`` as the producer-geometry weight gradient over ``D`` laid out as an image."""
+    spread = _spread_delta(delta, consumer, mid_size)
     grad = torch.nn.grad.conv2d_weight(
         x,
-        (c_out * taps, x.shape[1], *producer.kernel_size),
+        (spread.shape[1], x.shape[1], *producer.kernel_size),
         spread,
         stride=producer.stride,
         padding=producer.padding,
     )
-    return grad.reshape(c_out * taps, -1).T
+    return grad.reshape(spread.shape[1], -1).T
+
+
+def site_auxiliary_gradient(
+    x,
+    deltas,
+    producer,
+    consumers,
+    *,
+    pool=None,
+    norm_eps=None,
+    max_chunk_bytes=1 << 28,
+    dtype=torch.float64,
+):
+    """GradMax's auxiliary gradient ``G`` of a conv growth site, as the training step sees it.
+
+    ``G`` (``R x F``) maps new channels' fan-out to their fan-in gradient: with zero fan-in
+    and fan-out ``w`` (the consumers' new input slices, concatenated in ``consumers`` order,
+    each ``(o, u, v)`` row-major), ``dL/dA = G^T w``. Rows: the consumers' fan-out
+    coordinates (``R = sum C_out * kh * kw``); columns: the producer's fan-in ``(c, i, j)``
+    (``F = C_in * k1h * k1w``): the conv form of the dense ``G = delta^T X``.
+
+    Between the producer and the consumers the new channels go through (in this order):
+    a train-mode BatchNorm with identity entries when ``norm_eps`` is given (at a constant
+    zero channel its backward is ``(g - mean g) / sqrt(eps)``, the mean over samples and
+    positions: the "known instability" of SPEC section 8), the activation with slope 1 at
+    0 (GradMax's convention; the package's ReLU), and ``pool`` (a per-channel spatial map,
+    e.g. a max-pool: its backward at the all-zero new channels is taken from autograd, so
+    ties go where torch's training step sends them).
+
+    Parameters
+    ----------
+    x : Tensor (N, C_in, H, W)
+        The producer's input.
+    deltas : list of Tensor
+        Each consumer's output gradient, ``(N, C_out, H2, W2)``; a dense consumer reading
+        the flattened maps is given as a conv whose kernel covers the whole map
+        (``ConvGeometry(kernel_size=(H', W'))``) with its gradient as ``(N, n_out, 1, 1)``.
+    producer : nn.Conv2d or ConvGeometry
+    consumers : list of nn.Conv2d or ConvGeometry
+    pool : callable or None
+        ``(N, B, H1, W1) -> (N, B, H', W')``, the producer's output to the consumers' input.
+    norm_eps : float or None
+    max_chunk_bytes : int
+        Samples are processed in chunks whose spread gradient stays within this size.
+    dtype : torch.dtype
+        Accumulation and output dtype.
+    """
+    producer = _geometry(producer, "producer")
+    consumers = [_geometry(c, "consumer") for c in consumers]
+    if len(deltas) != len(consumers):
+        raise ValueError(f"{len(deltas)} deltas for {len(consumers)} consumers.")
+    mid = producer.output_size(tuple(x.shape[2:]))
+    size = mid
+    if pool is not None:
+        with torch.no_grad():
+            size = tuple(pool(x.new_zeros(1, 1, *mid)).shape[2:])
+    rows = sum(d.shape[1] * c.taps for d, c in zip(deltas, consumers))
+    compute = torch.promote_types(x.dtype, torch.float32)
+    per_sample = rows * (mid[0] * mid[1] + size[0] * size[1]) * compute.itemsize
+    chunk = max(1, max_chunk_bytes // per_sample)
+    G = torch.zeros(rows, x.shape[1] * producer.taps, dtype=dtype, device=x.device)
+    spread_sum = torch.zeros(rows, dtype=dtype, device=x.device)
+    for start in range(0, x.shape[0], chunk):
+        xs = x[start : start + chunk].detach().to(compute)
+        D = torch.cat(
+            [
+                _spread_delta(d[start : start + chunk].detach().to(compute), c, size)
+                for d, c in zip(deltas, consumers)
+            ],
+            dim=1,
+        )
+        if pool is not None:
+            with torch.enable_grad():
+                z = xs.new_zeros(D.shape[0], D.shape[1], *mid, requires_grad=True)
+                (D,) = torch.autograd.grad(pool(z), z, D)
+        with torch.no_grad():
+            part = torch.nn.grad.conv2d_weight(
+                xs,
+                (rows, x.shape[1], *producer.kernel_size),
+                D,
+                stride=producer.stride,
+                padding=producer.padding,
+            )
+            G += part.reshape(rows, -1).to(dtype)
+            spread_sum += D.sum(dim=(0, 2, 3)).to(dtype)
+    if norm_eps is None:
+        return G
+    # BatchNorm's centring over every sample and position: G - sum(D) sum(U)^T / (N L),
+    # sum(U) the producer's unfolded input summed over samples and positions.
+    with torch.no_grad():
+        ones = x.new_ones(x.shape[0], 1, *mid, dtype=compute)
+        input_sum = torch.nn.grad.conv2d_weight(
+            x.detach().to(compute),
+            (1, x.shape[1], *producer.kernel_size),
+            ones,
+            stride=producer.stride,
+            padding=producer.padding,
+        ).reshape(-1)
+    n_positions = x.shape[0] * mid[0] * mid[1]
+    G -= torch.outer(spread_sum, input_sum.to(dtype)) / n_positions
+    return G / math.sqrt(norm_eps)
 
 
 def top_fan_out(M, k, kernel_size, *, return_singular_values=False):

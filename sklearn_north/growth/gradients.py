@@ -24,9 +24,10 @@ references to the parameters' ``.grad`` of that step (still the step's gradients
 skorch zeroes them at the start of the next step). It then forgets them, so statistics of
 one step are never reused for another.
 
-Only dense sites are supported: a ``Linear`` producer whose consumers are ``Linear``
-modules reading one column per neuron. (A conv site's ``G`` is a kernel per channel pair,
-SPEC section 3; not implemented.)
+Dense sites (a ``Linear`` producer whose consumers are ``Linear`` modules reading one column
+per neuron) and conv sites (a ``Conv2d`` producer whose consumers are convs, or a ``Linear``
+reading the flattened maps) are supported. A conv site's ``G`` is GradMax's exact auxiliary
+matrix (``conv_gradients.site_auxiliary_gradient``), formed only when read.
 """
 
 from dataclasses import dataclass, field
@@ -35,7 +36,9 @@ from functools import partial
 import torch
 from torch import nn
 
-__all__ = ["GradientRecorder", "GradientSnapshot", "SiteGradients"]
+from .conv_gradients import ConvGeometry, site_auxiliary_gradient
+
+__all__ = ["ConvSiteGradients", "GradientRecorder", "GradientSnapshot", "SiteGradients"]
 
 
 @dataclass
@@ -116,6 +119,27 @@ class SiteGradients:
         return list(torch.split(vectors, list(self.consumer_sizes), dim=0))
 
 
+@dataclass
+class ConvSiteGradients(SiteGradients):
+    """``SiteGradients`` of a conv site: ``inputs`` are the producer's input images,
+    ``deltas`` each consumer's output gradient (a dense consumer's as ``(n, n_out, 1, 1)``),
+    ``fan_out_grad`` (and ``fan_out_update``) one row per fan-out coordinate of a channel
+    (a consumer's output channel and kernel tap, or its output and map position), ``G``
+    the auxiliary matrix ``(rows, C_in * kh * kw)`` with those rows, formed when read."""
+
+    deltas: list | None = None
+    geometry: tuple | None = None  # (producer, consumers' geometries, pool, norm_eps)
+
+    @property
+    def G(self):
+        if self._G is None:
+            producer, consumers, pool, norm_eps = self.geometry
+            self._G = site_auxiliary_gradient(
+                self.inputs, self.deltas, producer, consumers, pool=pool, norm_eps=norm_eps
+            )
+        return self._G
+
+
 class GradientSnapshot:
     """The ``SiteGradients`` of every site for one growth evaluation.
 
@@ -148,6 +172,10 @@ class GradientSnapshot:
             )
         return record
 
+    def is_stale(self, index):
+        """Whether site ``index``'s statistics went out of date in this evaluation."""
+        return index in self._stale
+
     def __contains__(self, index):
         return index in self._records and index not in self._stale
 
@@ -159,6 +187,8 @@ class GradientSnapshot:
         """
         grown = sites[index]
         record = self._records.get(index) if index not in self._stale else None
+        if isinstance(record, ConvSiteGradients):
+            record = None  # the sites reading a conv site are not brought up to date
         self._stale.add(index)
         # Where each consumer's columns lie in the grown site's delta.
         slices, offset = {}, 0
@@ -171,7 +201,7 @@ class GradientSnapshot:
             if j == index or j not in self._records or j in self._stale:
                 continue
             if id(site.producer) in consumers:
-                if record is None:
+                if record is None or isinstance(self._records[j], ConvSiteGradients):
                     self._stale.add(j)
                 else:
                     self._extend_inputs(j, grown, record, new, slices[id(site.producer)])
@@ -242,7 +272,7 @@ class GradientRecorder:
         self.detach()
         producers, consumers = {}, {}
         for site in sites:
-            _check_dense(site)
+            _check_supported(site)
             producers[id(site.producer)] = site.producer
             for c in site.consumers:
                 consumers[id(c.module)] = c.module
@@ -318,6 +348,9 @@ class GradientRecorder:
                 or any(g is None for g in fan_out_grads)
             ):
                 continue
+            if site.is_conv:
+                records[index] = self._conv_record(site, inputs, deltas, fan_out_grads)
+                continue
             bias = site.producer.bias
             records[index] = SiteGradients(
                 inputs=inputs.reshape(inputs.shape[0], -1),
@@ -333,7 +366,33 @@ class GradientRecorder:
         self._before = {}
         return GradientSnapshot(records)
 
-    def _updates(self, site):
+    def _conv_record(self, site, inputs, deltas, fan_out_grads):
+        producer = site.producer
+        consumers, shaped = [], []
+        for consumer, delta in zip(site.consumers, deltas):
+            if isinstance(consumer.module, nn.Conv2d):
+                consumers.append(consumer.module)
+                shaped.append(delta)
+            else:  # a Linear reading the flattened maps: a conv whose kernel is the map
+                consumers.append(ConvGeometry(_map_size(site, inputs)))
+                shaped.append(delta.reshape(*delta.shape, 1, 1))
+        width = site.width
+        norm_eps = site.norms[0].eps if site.norms else None
+        updates = self._updates(site, conv=True)
+        bias = producer.bias
+        return ConvSiteGradients(
+            inputs=inputs,
+            delta=None,
+            weight_grad=producer.weight.grad.reshape(width, -1),
+            bias_grad=bias.grad if bias is not None else None,
+            fan_out_grad=_per_neuron_rows(fan_out_grads, width),
+            consumer_sizes=tuple(_per_neuron_rows([g], width).shape[0] for g in fan_out_grads),
+            deltas=shaped,
+            geometry=(producer, consumers, site.pool, norm_eps),
+            **updates,
+        )
+
+    def _updates(self, site, conv=False):
         """``after - before`` of the step for the site's weights (empty if not kept)."""
         if not self._before:
             return {}
@@ -345,9 +404,11 @@ class GradientRecorder:
         with torch.no_grad():
             weight = producer.weight - before["weight"]
             bias = producer.bias - before["bias"] if producer.bias is not None else None
-            fan_out = torch.cat(
-                [c.module.weight - b["weight"] for c, b in zip(site.consumers, before_out)], 0
-            )
+            changes = [c.module.weight - b["weight"] for c, b in zip(site.consumers, before_out)]
+            if conv:
+                fan_out = _per_neuron_rows(changes, site.width)
+            else:
+                fan_out = torch.cat(changes, 0)
         return {
             "weight_update": weight.reshape(weight.shape[0], -1),
             "bias_update": bias,
@@ -368,6 +429,37 @@ class GradientRecorder:
 def _joined(tensors, dim):
     """The consumers' tensors joined along ``dim``; a single consumer's as it is (no copy)."""
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
+
+
+def _per_neuron_rows(weights, width):
+    """Consumers' weights (or gradients), ``(out, width * spatial, ...)`` each, as one column
+    per neuron and one row per fan-out coordinate ``(o, tap or map position)``, row-major,
+    the consumers' rows stacked: the rows of a conv site's ``G``."""
+    return torch.cat(
+        [w.reshape(w.shape[0], width, -1).movedim(1, 0).reshape(width, -1).T for w in weights]
+    )
+
+
+def _map_size(site, inputs):
+    # The maps a dense consumer flattens: the producer's output, then the site's pooling.
+    with torch.no_grad():
+        out = site.producer(inputs[:1])
+        return tuple((site.pool(out) if site.pool is not None else out).shape[2:])
+
+
+def _check_supported(site):
+    if site.is_conv:
+        if not isinstance(site.producer, nn.Conv2d) or not all(
+            isinstance(c.module, nn.Conv2d | nn.Linear) for c in site.consumers
+        ):
+            raise NotImplementedError(
+                f"Gradient statistics of conv site {site.name!r} need a Conv2d producer "
+                "and Conv2d or Linear consumers."
+            )
+        if not site.consumers:
+            raise ValueError(f"Site {site.name!r} has no consumer: it has no fan-out gradient.")
+        return
+    _check_dense(site)
 
 
 def _check_dense(site):

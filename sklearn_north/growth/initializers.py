@@ -529,11 +529,16 @@ def _unit_columns(A):
 
 
 def _fan_out_blocks(site, grads, columns):
-    """Split ``(n_out, k)`` fan-out columns into the per-consumer blocks of ``NewNeurons``."""
-    return [
-        block.to(device=c.module.weight.device, dtype=c.module.weight.dtype)
-        for c, block in zip(site.consumers, grads.split_fan_out(columns))
-    ]
+    """Split ``(n_out, k)`` fan-out columns into the per-consumer blocks of ``NewNeurons``,
+    shaped as ``site.fan_out_shape``: a conv site's rows are ``(o, tap)`` of a conv
+    consumer or ``(o, map position)`` of a dense one, row-major."""
+    blocks = []
+    for c, block in zip(site.consumers, grads.split_fan_out(columns)):
+        k = block.shape[1]
+        shape = site.fan_out_shape(c, k)
+        block = block.reshape(shape[0], -1, k).transpose(1, 2).reshape(shape)
+        blocks.append(block.to(device=c.module.weight.device, dtype=c.module.weight.dtype))
+    return blocks
 
 
 def _random_directions(n_rows, k, generator, like):
@@ -564,8 +569,6 @@ class GradMaxInit(Initializer):
     relu, tanh and identity. Where it is not (logistic: 0.5), the consumers' biases are
     reduced in place by ``act(0) * u`` so that the output is still unchanged.
     """
-
-    grows_convs = False  # dense layers only in this version
 
     needs_gradients = True
 

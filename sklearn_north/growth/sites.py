@@ -75,6 +75,10 @@ class GrowthSite:
     tied : list of TiedChannels
         Channels that grow with the site, in the order they are grown: a producer's
         fan-in covers its input as grown by the site and the groups before it.
+    pool : callable or None
+        A conv site's spatial map from its activations to what its consumers read (a
+        max-pool), applied per channel to ``(N, C, H, W)`` maps; ``None``: none. GradMax's
+        auxiliary gradient goes back through it.
     """
 
     name: str
@@ -85,6 +89,7 @@ class GrowthSite:
     max_width: int | None = None
     response: Callable | None = None
     tied: list = field(default_factory=list)
+    pool: Callable | None = None
 
     @property
     def is_conv(self):

@@ -353,9 +353,11 @@ class GradientTrigger(Trigger):
         # first does not even form G (which costs as much as a layer's forward pass), but
         # only pays where the consumers are narrower than the input and G is not so small
         # that forming it costs less than the bound's dozen small operations.
-        n_samples, n_out = grads.delta.shape
-        fan_in = math.prod(grads.inputs.shape[1:])
-        bound_pays = 2 * n_out <= fan_in and n_samples * n_out * fan_in > SMALL_G
+        bound_pays = False
+        if grads.delta is not None:  # a dense site (a conv site's G has no such bound here)
+            n_samples, n_out = grads.delta.shape
+            fan_in = math.prod(grads.inputs.shape[1:])
+            bound_pays = 2 * n_out <= fan_in and n_samples * n_out * fan_in > SMALL_G
         if bound_pays and _sigma_max_bound_without_G(grads) <= threshold:
             return TriggerDecision(0, float("nan"), threshold)
         G = grads.G

@@ -1,7 +1,8 @@
 """Convolutional networks whose channels (and hidden dense layers) are growth sites.
 
 A ``GrowableCNN`` is a stack of 3x3 convolutions (padding 1, bias, optional BatchNorm,
-ReLU, optional 2x2 max-pooling after a conv) followed by hidden dense layers and the
+ReLU (the package's: slope 1 at 0, so that zero-fan-in channels learn), optional 2x2
+max-pooling after a conv) followed by hidden dense layers and the
 output layer: VGG-11 and the small default network are two configurations of it
 (``ARCHITECTURES``). Every conv's output channels and every hidden dense layer's neurons
 are one growth site (SPEC section 8): a conv site's consumers are the next conv (its input
@@ -25,6 +26,7 @@ from torch.nn import functional as F
 
 from ..growth.sites import Consumer, GrowthSite
 from ._conv import RecordsSiteActivations, activations_of, max_pool, rows
+from .activations import relu
 
 #: Architecture name -> standard widths of its conv sites and dense sites, and after which
 #: convs a 2x2 max-pool follows.
@@ -119,7 +121,7 @@ class GrowableCNN(RecordsSiteActivations, nn.Module):
         Z = self.convs[i](X)
         if self.batch_norm:
             Z = self.norms[i](Z)
-        H = F.relu(Z)
+        H = relu(Z)
         return Z, (max_pool(H) if self.pools[i] else H)
 
     def forward(self, X):
@@ -133,7 +135,7 @@ class GrowableCNN(RecordsSiteActivations, nn.Module):
         X = X.flatten(1)
         for layer in self.dense[:-1]:
             Z = layer(X)
-            H = F.relu(Z)
+            H = relu(Z)
             kept.append((X, Z, H))
             X = H
         if record:
@@ -154,10 +156,11 @@ class GrowableCNN(RecordsSiteActivations, nn.Module):
                     name=f"conv{i}",
                     producer=conv,
                     consumers=[consumer],
-                    activation=F.relu,
+                    activation=relu,
                     norms=[self.norms[i]] if self.batch_norm else [],
                     max_width=self.max_widths[i],
                     response=self._conv_response(i),
+                    pool=_pool_for_gradients if self.pools[i] else None,
                 )
             )
         for j, layer in enumerate(self.dense[:-1]):
@@ -166,7 +169,7 @@ class GrowableCNN(RecordsSiteActivations, nn.Module):
                     name=f"dense{j}",
                     producer=layer,
                     consumers=[Consumer(self.dense[j + 1])],
-                    activation=F.relu,
+                    activation=relu,
                     max_width=self.max_widths[n_conv + j],
                 )
             )
@@ -182,7 +185,7 @@ class GrowableCNN(RecordsSiteActivations, nn.Module):
             Z = F.conv2d(inputs, fan_in, bias, conv.stride, conv.padding)
             if norm is not None:
                 Z = Z / math.sqrt(1.0 + norm.eps)
-            H = F.relu(Z)
+            H = relu(Z)
             if pooled:
                 H = max_pool(H)
             return rows(H)
@@ -218,10 +221,16 @@ class GrowableCNN(RecordsSiteActivations, nn.Module):
             if len(out) == n_sites:
                 return out
             Z = layer(X)
-            H = F.relu(Z)
+            H = relu(Z)
             out.append(activations_of(X, Z, H))
             X = H
         return out
+
+
+def _pool_for_gradients(H):
+    # The forward's pooling as autograd sees it (ties at all-zero new channels go to the
+    # first element of each window, as in the training step's backward).
+    return F.max_pool2d(H, 2, ceil_mode=True)
 
 
 def build_cnn(architecture, input_shape, widths, n_outputs, max_widths=None, batch_norm=False):

@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from ..growth.sites import Consumer, GrowthSite, TiedChannels
 from ._conv import RecordsSiteActivations, activations_of, rows
+from .activations import relu
 
 #: WRN-28-1's widths: the stem and the three groups.
 WRN28_WIDTHS = (16, 16, 32, 64)
@@ -59,9 +60,9 @@ class PreActBlock(nn.Module):
         """The block's output, and the tensors the growth sites read: the first BN's
         output and ReLU ``(A, R)``, the first conv's BN output and ReLU ``(Z, H)``."""
         A = self.bn1(X)
-        R = F.relu(A)
+        R = relu(A)
         Z = self.bn2(self.conv1(R))
-        H = F.relu(Z)
+        H = relu(Z)
         skip = X if self.proj is None else self.proj(R)
         return self.conv2(H) + skip, A, R, Z, H
 
@@ -133,7 +134,7 @@ class GrowableWRN(RecordsSiteActivations, nn.Module):
                     kept.append((R, Z, H))
                     if n_sites is not None and len(kept) >= n_sites:
                         return None, kept[:n_sites]
-        X = F.relu(self.head_bn(X)).mean(dim=(2, 3))
+        X = relu(self.head_bn(X)).mean(dim=(2, 3))
         return self.fc(X), kept
 
     def forward(self, X):
@@ -167,7 +168,7 @@ class GrowableWRN(RecordsSiteActivations, nn.Module):
                 name="stem",
                 producer=self.stem,
                 consumers=[Consumer(first.conv1), Consumer(first.proj)],
-                activation=F.relu,
+                activation=relu,
                 norms=[first.bn1],
                 max_width=self.max_widths[0],
                 response=_response(self.stem, first.bn1),
@@ -192,7 +193,7 @@ class GrowableWRN(RecordsSiteActivations, nn.Module):
                     name=f"group{g + 1}",
                     producer=head.conv1,
                     consumers=[Consumer(head.conv2)],
-                    activation=F.relu,
+                    activation=relu,
                     norms=[head.bn2],
                     max_width=self.max_widths[g + 1],
                     response=_response(head.conv1, head.bn2),
@@ -207,6 +208,6 @@ def _response(conv, norm):
         # New channels as they will be once added: identity BatchNorm entries (running
         # mean 0, variance 1), read in eval mode as the metric is.
         Z = F.conv2d(inputs, fan_in, bias, conv.stride, conv.padding)
-        return rows(F.relu(Z / (1.0 + norm.eps) ** 0.5))
+        return rows(relu(Z / (1.0 + norm.eps) ** 0.5))
 
     return response

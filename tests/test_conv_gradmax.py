@@ -1,0 +1,162 @@
+"""GradMax on convolutions inside the package's networks (issue 20): the auxiliary gradient
+a site's record gives against autograd on explicitly added zero-fan-in channels, through
+pooling, BatchNorm (train mode), the conv -> dense boundary, two consumers and a tied group.
+"""
+
+import copy
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from sklearn_north import GrowingCNNClassifier
+from sklearn_north.growth import GradientRecorder, GradMaxInit, NewNeurons, add_neurons
+from sklearn_north.growth.gradients import ConvSiteGradients
+from sklearn_north.growth.initializers import tied_fan_in
+from sklearn_north.nn import GrowableCNN, GrowableWRN
+
+
+def cnn(batch_norm):
+    torch.manual_seed(0)
+    return GrowableCNN((2, 7, 7), (4, 5), (True, True), (6,), 3, batch_norm=batch_norm)
+
+
+def wrn():
+    torch.manual_seed(0)
+    return GrowableWRN((2, 8, 8), (3, 3, 4, 5), 3, n_blocks=2)
+
+
+def batch(module, n=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, *module.input_shape, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return X, y
+
+
+def loss(module, X, y):
+    return torch.nn.functional.cross_entropy(module(X), y)
+
+
+def recorded(module, X, y):
+    """The record of every site for one training step's forward and backward."""
+    module.train()
+    recorder = GradientRecorder().attach(module.growth_sites())
+    module.zero_grad()
+    loss(module, X, y).backward()
+    snapshot = recorder.snapshot(module.growth_sites())
+    recorder.detach()
+    return snapshot
+
+
+def brute_force_fan_in_grad(module, index, fan_out, X, y):
+    """dL/d(new fan-in) with k explicit zero-fan-in channels whose fan-out is ``fan_out``."""
+    grown = copy.deepcopy(module)
+    site = grown.growth_sites()[index]
+    k = fan_out[0].shape[1] // site.consumers[0].spatial
+    new = NewNeurons(
+        fan_in=site.producer.weight.new_zeros((k, *site.fan_in_shape)), fan_out=fan_out
+    )
+    g = torch.Generator().manual_seed(0)
+    add_neurons(site, new, tied_fan_in=partial(tied_fan_in, generator=g))
+    grown.train()
+    grown.zero_grad()
+    loss(grown, X, y).backward()
+    return site.producer.weight.grad[-k:].reshape(k, -1)
+
+
+def random_fan_out(site, k, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(site.fan_out_shape(c, k), generator=g, dtype=torch.float64)
+        for c in site.consumers
+    ]
+
+
+CASES = {
+    "conv -> pool -> conv": (partial(cnn, False), 0),
+    "conv -> BN -> pool -> conv": (partial(cnn, True), 0),
+    "conv -> pool -> flatten -> dense": (partial(cnn, False), 1),
+    "conv -> BN -> pool -> flatten -> dense": (partial(cnn, True), 1),
+    "WRN stem: BN, two consumers": (wrn, 0),
+    "WRN group (tied, stride 2)": (wrn, 2),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_auxiliary_gradient_equals_autograd_on_explicit_zero_channels(case):
+    make, index = CASES[case]
+    module = make().double()
+    X, y = batch(module)
+    record = recorded(module, X, y)[index]
+    assert isinstance(record, ConvSiteGradients)
+    site = module.growth_sites()[index]
+    fan_out = random_fan_out(site, 2)
+    expected = brute_force_fan_in_grad(module, index, fan_out, X, y)
+    # G's rows: each consumer's (o, tap or map position), row-major; one column per new
+    # channel is its fan-out slices flattened in that order.
+    columns = torch.cat([_columns(f, c) for f, c in zip(fan_out, site.consumers)], dim=1)
+    predicted = columns @ record.G
+    assert expected.abs().max() > 1e-6  # the new fan-in does get a gradient
+    torch.testing.assert_close(predicted, expected, rtol=1e-8, atol=1e-10)
+
+
+def _columns(block, consumer):
+    # A consumer's fan-out block -> one row per new channel: (C_out, k, kh, kw) -> (k,
+    # (o, u, v)); a dense consumer's (n_out, k * spatial) -> (k, (o, position)).
+    k = block.shape[1] // consumer.spatial
+    return block.reshape(block.shape[0], k, -1).movedim(1, 0).reshape(k, -1)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gradmax_init_gives_the_top_singular_fan_out_and_preserves_the_function(case):
+    make, index = CASES[case]
+    module = make().double()
+    X, y = batch(module)
+    record = recorded(module, X, y)
+    site = module.growth_sites()[index]
+    context = type("Context", (), {"gradients": lambda self, i: record[i]})()
+    new = GradMaxInit()(index, site, 2, context, torch.Generator().manual_seed(0))
+    assert torch.all(new.fan_in == 0)
+    module.eval()
+    with torch.no_grad():
+        before = module(X)
+    grown = copy.deepcopy(module)
+    grown_site = grown.growth_sites()[index]
+    add_neurons(grown_site, new, tied_fan_in=partial(tied_fan_in, generator=torch.Generator()))
+    grown.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(grown(X), before)
+    # The fan-in gradient's norm is the top singular values of G (times the fan-out scale).
+    s = torch.linalg.svdvals(record[index].G)
+    grad = brute_force_fan_in_grad(module, index, new.fan_out, X, y)
+    # Each new channel's fan-out (over all consumers) has the same norm, the scale.
+    scale = sum(float(b.square().sum()) for b in new.fan_out) ** 0.5 / 2**0.5
+    torch.testing.assert_close(grad.norm(dim=1), s[:2] * scale, rtol=1e-6, atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return (X[:300] / 16).astype(np.float32), y[:300]
+
+
+@pytest.mark.parametrize("architecture", ["small", "wrn28"])
+def test_gradmax_grows_conv_sites_in_a_fit(digits, architecture):
+    widths = (4, 4, 8) if architecture == "small" else (2, 2, 2, 2)
+    clf = GrowingCNNClassifier(
+        architecture=architecture,
+        strategy="gradmax",
+        widths=widths,
+        max_widths=tuple(4 * w for w in widths),
+        max_epochs=2,
+        batch_size=50,
+        lr=3e-3,
+        random_state=0,
+    ).fit(*digits)
+    grown = set(clf.growth_history_["layer"])
+    assert grown & set(range(len(widths) if architecture == "wrn28" else 2))  # a conv site
+    assert clf.widths_ == clf.module_.widths
+    # It trains through the growth (2 epochs are too few for a tiny WRN's accuracy).
+    assert np.isfinite(clf.loss_curve_).all() and clf.loss_curve_[-1] < clf.loss_curve_[0]
