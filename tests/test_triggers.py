@@ -363,6 +363,21 @@ def test_activation_trigger_counts_the_normalised_singular_values_above_epsilon(
 
 
 @pytest.mark.parametrize("method", ["ldl", "eigh", "svd"])
+def test_activation_trigger_with_fewer_samples_than_neurons(method):
+    # A CNN's dense layer measured on one mini-batch: the count comes from the samples'
+    # Gram; it must equal the SVD count (and the neurons' Gram is never formed).
+    spectrum = [1.0, 0.3, 0.05, 0.04, 0.03, 0.02]  # 4 above 0.037
+    later = SpectrumContext(8, 20, spectrum, seed=3)
+    later.post_gram = None  # reading it would fail
+    rank = svd_count(later.post, math.sqrt(8))
+    assert rank == 4
+    trigger = ActivationTrigger(gamma=0.5, epsilon=EPSILON, method=method)
+    trigger.baselines_ = {0: 0.5}
+    decision = trigger(0, site_of_width(20), later)
+    assert decision.metric == rank / 20
+
+
+@pytest.mark.parametrize("method", ["ldl", "eigh", "svd"])
 def test_weight_trigger_counts_the_normalised_singular_values_above_epsilon(method):
     def site(width, values, seed):
         producer = nn.Linear(FAN_IN, width)

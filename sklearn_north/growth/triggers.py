@@ -228,9 +228,17 @@ class ActivationTrigger(_OrthogonalityTrigger):
     def _rank(self, index, site, context):
         post = context.activations(index).post
         if self.method != "svd":
-            # The Gram matrix is cached in the context: initializers reuse it.
-            cutoff = self.epsilon**2 * post.shape[0]
-            return metrics.count_eigenvalues_above(context.post_gram(index), cutoff, self.method)
+            n, m = post.shape
+            cutoff = self.epsilon**2 * n
+            if n < m:
+                # Fewer rows than neurons (a CNN's dense layers on one mini-batch: 128 rows,
+                # up to 8192 neurons): the samples' Gram has the same non-zero eigenvalues
+                # at (n/m)^2 of the cost to form and (n/m)^3 to factorise.
+                gram = metrics.gram(post.T)
+            else:
+                # The Gram matrix is cached in the context: initializers reuse it.
+                gram = context.post_gram(index)
+            return metrics.count_eigenvalues_above(gram, cutoff, self.method)
         return metrics.activation_rank(post, self.epsilon, self.method)
 
 
