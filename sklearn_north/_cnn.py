@@ -19,8 +19,9 @@ from .growth import STRATEGIES
 from .nn.cnn import ARCHITECTURES, GrowableCNN
 from .nn.wrn import WRN28_WIDTHS, GrowableWRN
 
-#: Strategies whose initializers have no conv form yet (Firefly, NeST, Pre-activation).
-_DENSE_ONLY = {"firefly", "nest", "north-pre"}
+#: Strategies whose initializers have no conv form (Pre-activation: the paper defines it
+#: for dense layers).
+_DENSE_ONLY = {"north-pre"}
 
 
 class GrowingCNNClassifier(BaseGrowingClassifier):
@@ -66,9 +67,9 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
     strategy : str or tuple (trigger, initializer), default="north-select"
         As in ``GrowingMLPClassifier``. On convolutions: ``"north-select"``,
         ``"north-random"``, ``"north-weight"``, ``"gradmax"`` (GradMax's exact conv
-        auxiliary gradient, through pooling and BatchNorm), ``"static"`` and custom
-        pairs; ``"north-pre"``, ``"firefly"`` and ``"nest"`` are defined for dense
-        layers only here (``ValueError``).
+        auxiliary gradient, through pooling and BatchNorm), ``"firefly"``, ``"nest"``,
+        ``"static"`` and custom pairs; ``"north-pre"`` is defined by the paper for dense
+        layers only (``ValueError``).
     schedule, schedule_target, schedule_end
         As in ``GrowingMLPClassifier`` (``schedule_target`` per site).
     gamma : float in (0, 1] or None, default=None
@@ -239,7 +240,8 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
             raise ValueError(
                 f"strategy={self.strategy!r} is defined for dense layers only in this "
                 f"version; GrowingCNNClassifier grows convolutions with 'north-select', "
-                f"'north-random', 'north-weight', 'gradmax', a schedule or a custom pair."
+                f"'north-random', 'north-weight', 'gradmax', 'firefly', 'nest', a schedule or "
+                f"a custom pair."
             )
         if isinstance(self.strategy, str) and STRATEGIES[self.strategy][0] == "activation":
             defaults = {"gamma": 0.9, "baseline": "running_max", **defaults}

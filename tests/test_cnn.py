@@ -318,7 +318,7 @@ def test_input_shape_errors(digits):
         GrowingCNNClassifier(**{**FAST, "max_widths": (2, 16, 32)}).fit(X, y)
 
 
-@pytest.mark.parametrize("strategy", ["firefly", "nest", "north-pre"])
+@pytest.mark.parametrize("strategy", ["north-pre"])
 def test_dense_only_strategies_are_a_clear_error(digits, strategy):
     X, y = digits
     with pytest.raises(ValueError, match="dense layers only"):

@@ -26,7 +26,6 @@ from sklearn_north._cnn import _DENSE_ONLY
 from sklearn_north.growth import (
     EVENT_COLUMNS,
     ActivationTrigger,
-    FireflyInit,
     GradientTrigger,
     PreActivationInit,
 )
@@ -406,7 +405,7 @@ REFIT_REJECTIONS = {
     "input_shape against the images": (ValueError, "input_shape"),
     "widths": (ValueError, "widths"),
     "dense-only strategy": (ValueError, "dense layers only"),
-    "dense-only custom trigger": (ValueError, "FireflyInit is defined for dense layers only"),
+    "dense-only custom trigger": (ValueError, "PreActivationInit is defined for dense layers only"),
     "dense-only custom initializer": (
         ValueError,
         "PreActivationInit is defined for dense layers only",
@@ -450,9 +449,9 @@ def test_refit_rejected_at_validation_keeps_the_previous_model(fitted, digits, f
     elif failure in ("widths", "changed widths"):
         clf.set_params(widths=(4, 0, 8) if failure == "widths" else (4, 4, 9))
     elif failure == "dense-only strategy":
-        clf.set_params(strategy="nest")
+        clf.set_params(strategy="north-pre")
     elif failure == "dense-only custom trigger":
-        clf.set_params(strategy=(GradientTrigger(), FireflyInit()))
+        clf.set_params(strategy=(GradientTrigger(), PreActivationInit()))
     elif failure == "dense-only custom initializer":
         clf.set_params(strategy=(ActivationTrigger(), PreActivationInit()))
     else:
@@ -560,7 +559,7 @@ NOT_THE_MLPS = r"(?!.*hidden_layer_sizes)"
             "schedule_target must be between widths and max_widths for every site" + NOT_THE_MLPS,
         ),
         bad({"architecture": "resnet"}, InvalidParameterError, "'architecture' parameter"),
-        bad({"strategy": "nest"}, ValueError, "dense layers only"),
+        bad({"strategy": "north-pre"}, ValueError, "dense layers only"),
     ],
 )
 def test_invalid_parameters_are_clear_errors(digits, params, error, match):

@@ -12,7 +12,14 @@ import torch
 from sklearn.datasets import load_digits
 
 from sklearn_north import GrowingCNNClassifier
-from sklearn_north.growth import GradientRecorder, GradMaxInit, NewNeurons, add_neurons
+from sklearn_north.growth import (
+    FireflyInit,
+    GradientRecorder,
+    GradMaxInit,
+    NeSTInit,
+    NewNeurons,
+    add_neurons,
+)
 from sklearn_north.growth.gradients import ConvSiteGradients
 from sklearn_north.growth.initializers import tied_fan_in
 from sklearn_north.nn import GrowableCNN, GrowableWRN
@@ -160,3 +167,96 @@ def test_gradmax_grows_conv_sites_in_a_fit(digits, architecture):
     assert clf.widths_ == clf.module_.widths
     # It trains through the growth (2 epochs are too few for a tiny WRN's accuracy).
     assert np.isfinite(clf.loss_curve_).all() and clf.loss_curve_[-1] < clf.loss_curve_[0]
+
+
+# -- Firefly and NeST on conv sites --------------------------------------------------------
+
+NO_NORM_CASES = ["conv -> pool -> conv", "conv -> pool -> flatten -> dense"]
+
+
+@pytest.mark.parametrize("case", NO_NORM_CASES)
+def test_candidate_fan_out_gradients_equal_autograd(case):
+    # Candidates with random filters added with zero fan-out: the loss gradient of their
+    # fan-out slices (the consumers' weights for them) on the recorded batch.
+    make, index = CASES[case]
+    module = make().double()
+    X, y = batch(module)
+    record = recorded(module, X, y)[index]
+    site = module.growth_sites()[index]
+    g = torch.Generator().manual_seed(4)
+    fan_in = torch.randn(3, *site.fan_in_shape, generator=g, dtype=torch.float64)
+    bias = torch.randn(3, generator=g, dtype=torch.float64)
+    predicted = record.candidate_fan_out_gradients(site, fan_in, bias)
+    grown = copy.deepcopy(module)
+    grown_site = grown.growth_sites()[index]
+    add_neurons(grown_site, NewNeurons(fan_in=fan_in, bias=bias))
+    grown.train()
+    grown.zero_grad()
+    loss(grown, X, y).backward()
+    consumer = grown_site.consumers[0]
+    w = consumer.module.weight.grad
+    new = w.unflatten(1, (grown_site.width, consumer.spatial))[:, -3:]  # (out, 3, spatial, ...)
+    expected = new.movedim(1, -1).reshape(-1, 3)
+    assert expected.abs().max() > 1e-8
+    torch.testing.assert_close(predicted, expected, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [*NO_NORM_CASES, "WRN group (tied, stride 2)"])
+def test_nest_on_conv_sites_lowers_the_loss_to_first_order(case):
+    make, index = CASES[case]
+    module = make().double()
+    X, y = batch(module)
+    record = recorded(module, X, y)
+    site = module.growth_sites()[index]
+    context = type("Context", (), {"gradients": lambda self, i: record[i]})()
+    new = NeSTInit()(index, site, 2, context, torch.Generator().manual_seed(0))
+    assert tuple(new.fan_in.shape[1:]) == site.fan_in_shape
+    # The fan-out's first-order change of the loss, u . dL/du, is never positive.
+    g = record[index].candidate_fan_out_gradients(site, new.fan_in, new.bias)
+    u = torch.cat([_columns(b, c) for b, c in zip(new.fan_out, site.consumers)], dim=1)
+    assert torch.all((u.T * g).sum(dim=0) <= 0)
+    grown = copy.deepcopy(module)
+    add_neurons(
+        grown.growth_sites()[index],
+        new,
+        tied_fan_in=partial(tied_fan_in, generator=torch.Generator()),
+    )
+    assert grown.widths[index] == module.widths[index] + 2
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_firefly_on_conv_sites_changes_the_function_by_its_noise_only(case):
+    make, index = CASES[case]
+    module = make().double()
+    X, y = batch(module)
+    record = recorded(module, X, y)
+    module.eval()
+    with torch.no_grad():
+        before = module(X)
+    site = module.growth_sites()[index]
+    context = type("Context", (), {"gradients": lambda self, i: record[i]})()
+    new = FireflyInit(noise=1e-6)(index, site, 3, context, torch.Generator().manual_seed(0))
+    add_neurons(site, new, tied_fan_in=partial(tied_fan_in, generator=torch.Generator()))
+    module.eval()
+    with torch.no_grad():
+        after = module(X)
+    change = float((after - before).abs().max() / before.abs().max())
+    assert 0 < change < 1e-4
+
+
+@pytest.mark.parametrize("strategy", ["firefly", "nest"])
+def test_firefly_and_nest_grow_conv_sites_in_a_fit(digits, strategy):
+    clf = GrowingCNNClassifier(
+        strategy=strategy,
+        widths=(4, 4, 8),
+        max_widths=(16, 16, 32),
+        max_epochs=2,
+        batch_size=50,
+        lr=3e-3,
+        random_state=0,
+    ).fit(*digits)
+    assert set(clf.growth_history_["layer"]) & {0, 1}
+    assert clf.widths_ == clf.module_.widths
+    # Neither changes the function by design: NeST's full-size fan-outs raise the loss while
+    # the network grows at every step (on 1200 digits, 8 epochs, it reaches 0.90 accuracy).
+    assert np.isfinite(clf.loss_curve_).all() and max(clf.loss_curve_) < 2 * np.log(10)

@@ -114,6 +114,14 @@ class SiteGradients:
             raise RuntimeError("No weight updates were recorded (keep_updates=False).")
         return torch.linalg.vector_norm(fan_out, dim=0)
 
+    def candidate_fan_out_gradients(self, site, fan_in, bias):
+        """``dL/d(fan-out)`` of candidate neurons with fan-in ``fan_in`` ``(K, fan_in)`` and
+        biases ``(K,)`` added with zero fan-out, on the recorded batch: ``(n_out, K)``, rows
+        as ``G``'s (float64)."""
+        with torch.no_grad():
+            acts = site.activation(self.inputs @ fan_in.T + bias)
+            return (self.delta.T @ acts).double()
+
     def split_fan_out(self, vectors):
         """Split ``(n_out, k)`` fan-out columns into one ``(out_c, k)`` block per consumer."""
         return list(torch.split(vectors, list(self.consumer_sizes), dim=0))
@@ -129,6 +137,33 @@ class ConvSiteGradients(SiteGradients):
 
     deltas: list | None = None
     geometry: tuple | None = None  # (producer, consumers' geometries, pool, norm_eps)
+
+    def candidate_fan_out_gradients(self, site, fan_in, bias):
+        """``dL/d(fan-out)`` of candidate channels (filters ``fan_in`` ``(K, C_in, kh, kw)``,
+        biases ``(K,)``) added with zero fan-out, on the recorded batch: ``(rows, K)``, rows
+        as ``G``'s (float64). The candidates' activations are ``site.candidate_post``'s
+        (BatchNorm entries read as the identity, as in eval mode)."""
+        _, consumers, _, _ = self.geometry
+        with torch.no_grad():
+            post = site.candidate_post(self.inputs, fan_in, bias)  # (N * H' * W', K)
+            n = self.inputs.shape[0]
+            size = self._map_size(site)
+            acts = post.reshape(n, *size, -1).permute(0, 3, 1, 2)
+            blocks = []
+            for consumer, delta in zip(consumers, self.deltas):
+                geometry = _as_geometry(consumer)
+                g = torch.nn.grad.conv2d_weight(
+                    acts,
+                    (delta.shape[1], acts.shape[1], *geometry.kernel_size),
+                    delta,
+                    stride=geometry.stride,
+                    padding=geometry.padding,
+                )  # (C_out, K, kh, kw): rows (o, u, v) per candidate
+                blocks.append(g.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]))
+            return torch.cat(blocks).double()
+
+    def _map_size(self, site):
+        return _map_size(site, self.inputs)
 
     @property
     def G(self):
@@ -385,8 +420,8 @@ class GradientRecorder:
             delta=None,
             weight_grad=producer.weight.grad.reshape(width, -1),
             bias_grad=bias.grad if bias is not None else None,
-            fan_out_grad=_per_neuron_rows(fan_out_grads, width),
-            consumer_sizes=tuple(_per_neuron_rows([g], width).shape[0] for g in fan_out_grads),
+            fan_out_grad=per_neuron_rows(fan_out_grads, width),
+            consumer_sizes=tuple(per_neuron_rows([g], width).shape[0] for g in fan_out_grads),
             deltas=shaped,
             geometry=(producer, consumers, site.pool, norm_eps),
             **updates,
@@ -406,7 +441,7 @@ class GradientRecorder:
             bias = producer.bias - before["bias"] if producer.bias is not None else None
             changes = [c.module.weight - b["weight"] for c, b in zip(site.consumers, before_out)]
             if conv:
-                fan_out = _per_neuron_rows(changes, site.width)
+                fan_out = per_neuron_rows(changes, site.width)
             else:
                 fan_out = torch.cat(changes, 0)
         return {
@@ -431,13 +466,17 @@ def _joined(tensors, dim):
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)
 
 
-def _per_neuron_rows(weights, width):
+def per_neuron_rows(weights, width):
     """Consumers' weights (or gradients), ``(out, width * spatial, ...)`` each, as one column
     per neuron and one row per fan-out coordinate ``(o, tap or map position)``, row-major,
     the consumers' rows stacked: the rows of a conv site's ``G``."""
     return torch.cat(
         [w.reshape(w.shape[0], width, -1).movedim(1, 0).reshape(width, -1).T for w in weights]
     )
+
+
+def _as_geometry(consumer):
+    return consumer if isinstance(consumer, ConvGeometry) else ConvGeometry.from_module(consumer)
 
 
 def _map_size(site, inputs):

@@ -40,6 +40,7 @@ import torch
 from . import metrics
 from ._host import host
 from ._params import ParamsMixin
+from .gradients import per_neuron_rows
 from .sites import GrowthSite, NewNeurons
 
 
@@ -630,12 +631,15 @@ class FireflyInit(Initializer):
     n_candidates : int or None, default=None
         Number of candidates; half of them (at most one per existing neuron, each neuron
         split at most once) are splits, the others new. ``None``: twice the layer width
-        (every neuron split once, as many new ones).
+        (every neuron split once, as many new ones) on a dense site, ``100 + k`` on a conv
+        site (the authors' conv code; each candidate is a whole activation map).
+
+    On a conv site the neurons are channels: fan-ins are filters, a candidate's fan-out
+    gradient is the consumers' weight gradient for it as an extra input channel
+    (``SiteGradients.candidate_fan_out_gradients``).
     noise : float, default=1e-4
         Relative size of the split noise and of the new neurons' fan-out.
     """
-
-    grows_convs = False  # dense layers only in this version
 
     function_preserving = False  # up to the noise
     needs_gradients = True
@@ -647,7 +651,10 @@ class FireflyInit(Initializer):
     def __call__(self, index, site, k, context, generator):
         grads = context.gradients(index)
         width = site.width
-        n_cand = 2 * width if self.n_candidates is None else int(self.n_candidates)
+        if self.n_candidates is not None:
+            n_cand = int(self.n_candidates)
+        else:
+            n_cand = 100 + k if site.is_conv else 2 * width
         n_cand = max(n_cand, k)
         n_split = min((n_cand + 1) // 2, width)
         n_new = n_cand - n_split
@@ -666,12 +673,12 @@ class FireflyInit(Initializer):
         inputs = grads.inputs
         fan_in_t = fan_in.to(device=inputs.device, dtype=inputs.dtype)
         bias_t = bias.to(device=inputs.device, dtype=inputs.dtype)
-        with torch.no_grad():
-            acts = site.activation(inputs @ fan_in_t.T + bias_t)
-            g = (grads.delta.T @ acts).double()  # (n_out, n_cand): dL/d(fan-out)
+        fan_in_t = fan_in_t.reshape(-1, *site.fan_in_shape)
+        g = grads.candidate_fan_out_gradients(site, fan_in_t, bias_t)  # (rows, n_cand)
         chosen = torch.topk(g.norm(dim=0), k).indices.cpu()
 
-        fan_outs = torch.cat([c.module.weight.detach() for c in site.consumers]).double()
+        weights = [c.module.weight.detach() for c in site.consumers]
+        fan_outs = per_neuron_rows(weights, width).double()
         chosen_split = chosen[chosen < n_split]
         neurons = split[chosen_split]  # existing neurons that are split (each at most once)
         columns = torch.empty(fan_outs.shape[0], k, dtype=torch.float64, device=g.device)
@@ -682,11 +689,17 @@ class FireflyInit(Initializer):
         columns[:, (~is_split).to(g.device)] = -eps_out * direction
         with torch.no_grad():
             for consumer in site.consumers:
-                consumer.module.weight[:, neurons.to(consumer.module.weight.device)] *= 0.5
+                w = consumer.module.weight
+                # (out, width * spatial, ...): a neuron's columns are its spatial block.
+                w.unflatten(1, (width, consumer.spatial))[:, neurons.to(w.device)] *= 0.5
+        # A split copies its neuron's normalisation entries; a new candidate gets identity.
+        norm_sources = torch.full((k,), -1, dtype=torch.long)
+        norm_sources[is_split.cpu()] = neurons.cpu()
         return NewNeurons(
             fan_in=_to_site(site, fan_in[chosen].reshape(k, *site.fan_in_shape)),
             bias=_to_site(site, bias[chosen]),
             fan_out=_fan_out_blocks(site, grads, columns),
+            norm_sources=norm_sources,
         )
 
 
@@ -710,13 +723,15 @@ class NeSTInit(Initializer):
     Scale: fan-in rescaled to the mean fan-in norm, fan-out to the mean fan-out norm of the
     existing neurons; bias 0. Not function-preserving (by design, SPEC section 4).
 
+    On a conv site ``G`` is the conv auxiliary matrix (rows: the consumers' output
+    channel and tap, columns: the filter's entries): a new channel's filter and fan-out
+    kernels follow its pattern as a neuron's fan-in and fan-out do.
+
     Parameters
     ----------
     quantile : float in [0, 1), default=0.4
         Entries of ``|G|`` above this quantile are kept.
     """
-
-    grows_convs = False  # dense layers only in this version
 
     function_preserving = False
     needs_gradients = True
@@ -738,9 +753,9 @@ class NeSTInit(Initializer):
         fan_in, _ = rescale_rows(fan_in, mean_fan_in_norm(site))
 
         inputs = grads.inputs
-        with torch.no_grad():
-            acts = site.activation(inputs @ fan_in.to(inputs).T)
-            g = (grads.delta.T @ acts).double()  # (n_out, k): dL/d(fan-out) at u = 0
+        fan_in_t = fan_in.to(inputs).reshape(k, *site.fan_in_shape)
+        # dL/d(fan-out) at u = 0, (rows, k)
+        g = grads.candidate_fan_out_gradients(site, fan_in_t, inputs.new_zeros(k))
         fan_out = -torch.sign(g) * out_mass[:, None]
         fan_out = _unit_columns(fan_out) * mean_fan_out_norm(site)
         return NewNeurons(

@@ -129,12 +129,16 @@ class NewNeurons:
     """Weights of ``k`` neurons about to be added to a site.
 
     ``fan_out`` holds one block per consumer, shaped like ``GrowthSite.fan_out_shape``;
-    ``None`` means all-zero fan-out (function-preserving growth).
+    ``None`` means all-zero fan-out (function-preserving growth). ``norm_sources``: for
+    each new neuron, the existing neuron whose normalisation entries (affine parameters
+    and running statistics) it copies, or -1 for identity entries (a split neuron must
+    be normalised as the one it splits); ``None``: identity entries for all.
     """
 
     fan_in: torch.Tensor
     bias: torch.Tensor | None = None
     fan_out: list | None = None
+    norm_sources: torch.Tensor | None = None
 
     @property
     def k(self):
@@ -171,7 +175,7 @@ def add_neurons(site, new, optimizer=None, second_moment="gradient", tied_fan_in
     _grow_outputs(site.producer, new.fan_in, new.bias, grow)
     _grow_inputs(site, site.consumers, fan_out, k, grow)
     for norm in site.norms:
-        _grow_norm(norm, k, optimizer, second_moment)
+        _grow_norm(norm, k, optimizer, second_moment, new.norm_sources)
     for group in site.tied:
         for producer in group.producers:
             _grow_outputs(producer, tied_fan_in(producer, k), None, grow)
@@ -198,14 +202,23 @@ def _grow_inputs(site, consumers, blocks, k, grow):
         _set_size(consumer.module, inp=consumer.module.weight.shape[1])
 
 
-def _grow_norm(norm, k, optimizer, second_moment):
-    # Identity entries: weight 1, bias 0, running statistics of a standard normal.
+def _grow_norm(norm, k, optimizer, second_moment, sources=None):
+    # Identity entries (weight 1, bias 0, running statistics of a standard normal), or
+    # copies of the entries of the neurons in ``sources`` where it is >= 0.
+    def entries(tensor, identity):
+        values = tensor.detach().new_full((k,), identity)
+        if sources is not None:
+            src = sources.to(tensor.device)
+            copied = src >= 0
+            values[copied] = tensor.detach()[src[copied]]
+        return values
+
     if norm.weight is not None:
-        grow_parameter(norm, "weight", 0, norm.weight.new_ones(k), optimizer, second_moment)
-        grow_parameter(norm, "bias", 0, norm.bias.new_zeros(k), optimizer, second_moment)
+        grow_parameter(norm, "weight", 0, entries(norm.weight, 1.0), optimizer, second_moment)
+        grow_parameter(norm, "bias", 0, entries(norm.bias, 0.0), optimizer, second_moment)
     if getattr(norm, "running_mean", None) is not None:
-        norm.running_mean = torch.cat([norm.running_mean, norm.running_mean.new_zeros(k)])
-        norm.running_var = torch.cat([norm.running_var, norm.running_var.new_ones(k)])
+        norm.running_mean = torch.cat([norm.running_mean, entries(norm.running_mean, 0.0)])
+        norm.running_var = torch.cat([norm.running_var, entries(norm.running_var, 1.0)])
     norm.num_features += k
 
 
