@@ -70,8 +70,14 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         auxiliary gradient, through pooling and BatchNorm), ``"firefly"``, ``"nest"``,
         ``"static"`` and custom pairs; ``"north-pre"`` is defined by the paper for dense
         layers only (``ValueError``).
-    schedule, schedule_target, schedule_end
-        As in ``GrowingMLPClassifier`` (``schedule_target`` per site).
+    schedule : {"linear", "batched"} or None, default=None
+        As in ``GrowingMLPClassifier``.
+    schedule_target : int, sequence of int or None, default=None
+        The schedule's target widths, per site. ``None``: the architecture's standard
+        widths (1x, within ``widths`` and ``max_widths``), the paper's CNN presets.
+    schedule_end : float in (0, 1], default=0.25
+        Fraction of training by which the schedule reaches its target (the paper's CNN
+        presets: 25 %).
     gamma : float in (0, 1] or None, default=None
         ``None``: 0.9 for the activation trigger, with a running-maximum baseline (the
         paper's CNN protocol: late conv layers have a near-zero metric at initialisation),
@@ -143,7 +149,7 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         strategy="north-select",
         schedule=None,
         schedule_target=None,
-        schedule_end=0.75,
+        schedule_end=0.25,
         gamma=None,
         trigger_rounding="floor_threshold",
         epsilon=0.01,
@@ -222,6 +228,13 @@ class GrowingCNNClassifier(BaseGrowingClassifier):
         return initial, maximum
 
     _width_names = ("widths", "max_widths", "site")
+
+    def _schedule_target(self, initial, maximum):
+        if self.schedule is not None and self.schedule_target is None:
+            # The paper's CNN presets grow to the standard (1x) widths.
+            standard = self._standard_widths()
+            return tuple(min(max(s, w), m) for s, w, m in zip(standard, initial, maximum))
+        return super()._schedule_target(initial, maximum)
 
     def _standard_widths(self):
         if self.architecture == "wrn28":

@@ -417,3 +417,25 @@ def test_vgg11_estimator_fits_cifar_shaped_images():
     assert clf.input_shape_ == (3, 32, 32) and len(clf.widths_) == 10
     assert clf.module_.max_widths == (4, 8, 16, 16, 32, 32, 32, 32, 256, 256)
     assert clf.predict_proba(X).shape == (64, 4)
+
+
+def test_preset_schedules_grow_to_the_standard_widths_in_a_quarter_of_training(digits):
+    # The paper's CNN presets: the 1x widths (here 32-64-128 of the small CNN, from 0.25x)
+    # by 25 % of training.
+    X, y = digits
+    clf = GrowingCNNClassifier(
+        schedule="linear",
+        strategy="north-random",
+        max_epochs=4,
+        batch_size=50,
+        n_iter_no_change=None,
+        random_state=0,
+    ).fit(X, y)
+    assert clf.widths_ == (32, 64, 128)
+    steps = clf.n_iter_ * int(np.ceil(len(X) / 50))
+    assert clf.growth_history_["step"].max() <= 0.25 * steps
+    # Inside the bounds: a cap below 1x is the target.
+    capped = GrowingCNNClassifier(
+        schedule="linear", max_widths=(16, 64, 64), max_epochs=1, batch_size=50, random_state=0
+    ).fit(X, y)
+    assert capped.widths_ == (16, 64, 64)
