@@ -15,6 +15,7 @@ from sklearn_north import GrowingCNNClassifier
 from sklearn_north.growth import (
     FireflyInit,
     GradientRecorder,
+    GradientTrigger,
     GradMaxInit,
     NeSTInit,
     NewNeurons,
@@ -40,6 +41,14 @@ def batch(module, n=6, seed=1):
     X = torch.randn(n, *module.input_shape, generator=g, dtype=torch.float64)
     y = torch.randint(0, 3, (n,), generator=g)
     return X, y
+
+
+def train_mode_scale(site):
+    """G's BatchNorm scale (the new entries' own) to the next training step's exact one."""
+    if not site.norms:
+        return 1.0
+    eps = site.norms[0].eps
+    return ((1 + eps) / eps) ** 0.5
 
 
 def loss(module, X, y):
@@ -104,7 +113,7 @@ def test_auxiliary_gradient_equals_autograd_on_explicit_zero_channels(case):
     # G's rows: each consumer's (o, tap or map position), row-major; one column per new
     # channel is its fan-out slices flattened in that order.
     columns = torch.cat([_columns(f, c) for f, c in zip(fan_out, site.consumers)], dim=1)
-    predicted = columns @ record.G
+    predicted = columns @ record.G * train_mode_scale(site)
     assert expected.abs().max() > 1e-6  # the new fan-in does get a gradient
     torch.testing.assert_close(predicted, expected, rtol=1e-8, atol=1e-10)
 
@@ -140,7 +149,9 @@ def test_gradmax_init_gives_the_top_singular_fan_out_and_preserves_the_function(
     grad = brute_force_fan_in_grad(module, index, new.fan_out, X, y)
     # Each new channel's fan-out (over all consumers) has the same norm, the scale.
     scale = sum(float(b.square().sum()) for b in new.fan_out) ** 0.5 / 2**0.5
-    torch.testing.assert_close(grad.norm(dim=1), s[:2] * scale, rtol=1e-6, atol=1e-10)
+    torch.testing.assert_close(
+        grad.norm(dim=1), s[:2] * scale * train_mode_scale(site), rtol=1e-6, atol=1e-10
+    )
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +271,33 @@ def test_firefly_and_nest_grow_conv_sites_in_a_fit(digits, strategy):
     # Neither changes the function by design: NeST's full-size fan-outs raise the loss while
     # the network grows at every step (on 1200 digits, 8 epochs, it reaches 0.90 accuracy).
     assert np.isfinite(clf.loss_curve_).all() and max(clf.loss_curve_) < 2 * np.log(10)
+
+
+# -- the gradient trigger on conv sites ----------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["conv -> BN -> pool -> conv", "WRN group (tied, stride 2)"])
+def test_gradient_trigger_on_a_conv_site_is_its_closed_form(case):
+    # T_grad: singular values of G above scale * sum over channels of (||dL/dw_in|| +
+    # ||dL/dw_out||), the per-channel norms written out from the modules' gradients.
+    make, index = CASES[case]
+    module = make().double()
+    X, y = batch(module)
+    record = recorded(module, X, y)[index]
+    site = module.growth_sites()[index]
+    w_in = site.producer.weight.grad.reshape(site.width, -1)
+    norms_in = w_in.norm(dim=1)
+    if site.producer.bias is not None:
+        norms_in = torch.hypot(norms_in, site.producer.bias.grad)
+    sq_out = sum(
+        c.module.weight.grad.unflatten(1, (site.width, c.spatial)).movedim(1, 0)
+        .reshape(site.width, -1).square().sum(dim=1)
+        for c in site.consumers
+    )  # fmt: skip
+    for scale in (1e-3, 1e-2, 0.1):
+        trigger = GradientTrigger(norms="gradients", scale=scale)
+        threshold = scale * float((norms_in + sq_out.sqrt()).sum())
+        decision = trigger(index, site, type("C", (), {"gradients": lambda s, i: record})())
+        assert decision.threshold == pytest.approx(threshold, rel=1e-10)
+        s = torch.linalg.svdvals(record.G)
+        assert decision.n_neurons == int((s > threshold).sum())

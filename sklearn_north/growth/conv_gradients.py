@@ -311,6 +311,7 @@ def site_auxiliary_gradient(
     *,
     pool=None,
     norm_eps=None,
+    norm_scale=None,
     max_chunk_bytes=1 << 28,
     dtype=torch.float64,
 ):
@@ -343,6 +344,11 @@ def site_auxiliary_gradient(
     pool : callable or None
         ``(N, B, H1, W1) -> (N, B, H', W')``, the producer's output to the consumers' input.
     norm_eps : float or None
+    norm_scale : float or None
+        The BatchNorm backward's scale at the new channels: ``None``, the train-mode one,
+        ``1 / sqrt(norm_eps)`` (exact for the next training step); a growth trigger may
+        prefer the new entries' own ``1 / sqrt(1 + eps)`` (running variance 1), which does
+        not amplify a constant channel's gradient ~316-fold.
     max_chunk_bytes : int
         Samples are processed in chunks whose spread gradient stays within this size.
     dtype : torch.dtype
@@ -401,7 +407,7 @@ def site_auxiliary_gradient(
         ).reshape(-1)
     n_positions = x.shape[0] * mid[0] * mid[1]
     G -= torch.outer(spread_sum, input_sum.to(dtype)) / n_positions
-    return G / math.sqrt(norm_eps)
+    return G * (norm_scale if norm_scale is not None else 1 / math.sqrt(norm_eps))
 
 
 def top_fan_out(M, k, kernel_size, *, return_singular_values=False):

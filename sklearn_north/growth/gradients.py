@@ -30,6 +30,7 @@ reading the flattened maps) are supported. A conv site's ``G`` is GradMax's exac
 matrix (``conv_gradients.site_auxiliary_gradient``), formed only when read.
 """
 
+import math
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -133,7 +134,14 @@ class ConvSiteGradients(SiteGradients):
     ``deltas`` each consumer's output gradient (a dense consumer's as ``(n, n_out, 1, 1)``),
     ``fan_out_grad`` (and ``fan_out_update``) one row per fan-out coordinate of a channel
     (a consumer's output channel and kernel tap, or its output and map position), ``G``
-    the auxiliary matrix ``(rows, C_in * kh * kw)`` with those rows, formed when read."""
+    the auxiliary matrix ``(rows, C_in * kh * kw)`` with those rows, formed when read.
+
+    Where a BatchNorm sits between the producer and the activation, ``G`` keeps its
+    centring but takes the new entries' own scale, ``1 / sqrt(1 + eps)`` (running variance
+    1), not the train-mode backward's ``1 / sqrt(eps)`` at a constant channel: that would
+    make ``G``'s singular values ~316 times the existing channels' gradient norms and the
+    gradient trigger fire at every step. GradMax's directions do not depend on the scale.
+    ``G * sqrt((1 + eps) / eps)`` is the next training step's exact fan-in gradient map."""
 
     deltas: list | None = None
     geometry: tuple | None = None  # (producer, consumers' geometries, pool, norm_eps)
@@ -170,7 +178,13 @@ class ConvSiteGradients(SiteGradients):
         if self._G is None:
             producer, consumers, pool, norm_eps = self.geometry
             self._G = site_auxiliary_gradient(
-                self.inputs, self.deltas, producer, consumers, pool=pool, norm_eps=norm_eps
+                self.inputs,
+                self.deltas,
+                producer,
+                consumers,
+                pool=pool,
+                norm_eps=norm_eps,
+                norm_scale=None if norm_eps is None else 1 / math.sqrt(1 + norm_eps),
             )
         return self._G
 
