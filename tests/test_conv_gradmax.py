@@ -125,8 +125,9 @@ def _columns(block, consumer):
     return block.reshape(block.shape[0], k, -1).movedim(1, 0).reshape(k, -1)
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_gradmax_init_gives_the_top_singular_fan_out_and_preserves_the_function(case):
+def test_gradmax_init_gives_the_top_singular_fan_out_and_preserves_the_function(case, mode):
     make, index = CASES[case]
     module = make().double()
     X, y = batch(module)
@@ -135,13 +136,15 @@ def test_gradmax_init_gives_the_top_singular_fan_out_and_preserves_the_function(
     context = type("Context", (), {"gradients": lambda self, i: record[i]})()
     new = GradMaxInit()(index, site, 2, context, torch.Generator().manual_seed(0))
     assert torch.all(new.fan_in == 0)
-    module.eval()
+    # Zero fan-in and non-zero fan-out: the new channels are 0 after a BatchNorm in train
+    # mode (their batch mean is 0) and in eval mode (running mean 0), so the function holds.
+    module.train(mode == "train")
     with torch.no_grad():
         before = module(X)
     grown = copy.deepcopy(module)
     grown_site = grown.growth_sites()[index]
     add_neurons(grown_site, new, tied_fan_in=partial(tied_fan_in, generator=torch.Generator()))
-    grown.eval()
+    grown.train(mode == "train")
     with torch.no_grad():
         torch.testing.assert_close(grown(X), before)
     # The fan-in gradient's norm is the top singular values of G (times the fan-out scale).
