@@ -12,7 +12,13 @@ import sys
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback, EpochTimer, PassthroughScoring, PrintLog
+from skorch.callbacks import (
+    Callback,
+    EpochTimer,
+    PassthroughScoring,
+    PrintLog,
+    ProgressBar,
+)
 from skorch.utils import to_numpy, to_tensor
 
 #: What a net's ``stop_request_`` may say, and what stopping then means.
@@ -52,6 +58,7 @@ class GrowingNet(NeuralNetClassifier):
             ("valid_loss", PassthroughScoring(name="valid_loss")),
             ("valid_acc", ValidationAccuracy()),
             ("print_log", PlainPrintLog()),
+            ("progress_bar", BatchProgress()),
         ]
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
@@ -119,6 +126,25 @@ class ValidationAccuracy(Callback):
     def on_epoch_end(self, net, dataset_valid=None, **kwargs):
         if dataset_valid is not None and self.total_ > 0:
             net.history.record("valid_acc", self.correct_ / self.total_)
+
+
+class BatchProgress(ProgressBar):
+    """skorch's progress bar over each epoch's mini-batches (tqdm, on stderr), shown only
+    while the net's ``verbose`` is 2 or more (it may change between fits)."""
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.pbar_ = None
+        if net.verbose >= 2:
+            super().on_epoch_begin(net, **kwargs)
+
+    def on_batch_end(self, net, **kwargs):
+        if getattr(self, "pbar_", None) is not None:
+            super().on_batch_end(net, **kwargs)
+
+    def on_epoch_end(self, net, **kwargs):
+        if getattr(self, "pbar_", None) is not None:
+            super().on_epoch_end(net, **kwargs)
+            self.pbar_ = None
 
 
 class PlainPrintLog(PrintLog):

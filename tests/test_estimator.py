@@ -283,6 +283,24 @@ def test_north_select_grows_on_digits(grown):
     ), grown.hidden_layer_sizes_
 
 
+def test_verbose_one_logs_each_epochs_added_neurons_and_two_adds_a_progress_bar(digits, capsys):
+    X, y = digits
+    clf = GrowingMLPClassifier(**{**FAST, "max_epochs": 3}, verbose=1).fit(X, y)
+    out, err = capsys.readouterr()
+    added = clf.growth_history_.groupby("epoch")["n_added"].sum()
+    header = out.splitlines()[0].split()
+    assert header[:2] == ["epoch", "added"] and "widths" in header
+    rows = [line.split() for line in out.splitlines()[2:]]
+    assert [int(r[1]) for r in rows] == [int(added.get(e, 0)) for e in (1, 2, 3)]
+    assert sum(int(r[1]) for r in rows) > 0
+    assert "it/s" not in err and "s/it" not in err  # no progress bar at verbose=1
+    clf.set_params(verbose=2, warm_start=True).partial_fit(X, y)
+    out, err = capsys.readouterr()
+    assert re.search(r"\d+/\d+ \[", err)  # tqdm's "batch/batches [elapsed" on stderr
+    clf.set_params(verbose=0).partial_fit(X, y)
+    assert capsys.readouterr() == ("", "")
+
+
 @pytest.mark.parametrize(
     "strategy, params",
     [

@@ -274,6 +274,10 @@ class GrowthCallback(Callback):
     def on_epoch_end(self, net, **kwargs):
         widths = tuple(site.width for site in net.module_.growth_sites())
         net.history.record("widths", "-".join(map(str, widths)))
+        # Neurons added in this epoch (its events carry the epoch's history row number).
+        epoch = len(net.history)
+        added = sum(e["n_added"] for e in getattr(self, "events_", []) if e["epoch"] == epoch)
+        net.history.record("added", added)
         gate = getattr(self, "gate_", None)
         if gate is not None and gate.losses_:
             net.history.record("held_out_loss", gate.losses_[-1])
