@@ -99,6 +99,18 @@ SOURCE_TESTS = {
     "sklearn_north/growth/strategies.py": ["test_custom_strategies", "test_schedules"],
     "sklearn_north/datasets.py": ["test_datasets"],
     **{
+        f"sklearn_north/{name}": [
+            "test_cnn",
+            "test_cnn_recording",
+            "test_wrn",
+            "test_conv_gradmax",
+            "test_conv_gradients",
+            "test_candidate_response",
+        ]
+        for name in ("nn/cnn.py", "nn/_conv.py", "nn/wrn.py", "growth/conv_gradients.py")
+    },
+    "sklearn_north/_cnn.py": ["test_cnn", "test_cnn_estimator", "test_wrn", "test_cnn_recording"],
+    **{
         f"sklearn_north/{name}.py": [
             "test_estimator",
             "test_mlp_parity",
