@@ -1,6 +1,7 @@
 """bench_cnn end to end on fake data the tests write: the cpu mode on fake MNIST IDX files,
-the cifar mode on fake CIFAR-10 and CIFAR-100 pickle batches, and the clear exits where the
-data (or the GPU) is missing.
+the cifar mode on fake CIFAR-10 and CIFAR-100 pickle batches and on ``--synthetic`` images
+(VGG-11 and WRN-28), the clear exits where the data (or the GPU) is missing, and
+``gpu_check.sh``'s tiny CPU version (slow).
 
 Nothing here is timed: the tests check the runs the script plans, that every static twin
 is the network its growing run reached (widths and parameter count, against the closed
@@ -12,6 +13,9 @@ go to a temporary folder, never to ``benchmarks/results``.
 
 import itertools
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,7 +36,11 @@ STANDARD = {
         (64, 128, 256, 256, 512, 512, 512, 512, 4096, 4096),
         (True, True, False, True, False, True, False, True),
     ),
+    # The stem and the three groups (no pools: strides, then a global mean).
+    "wrn28": ((16, 16, 32, 64), None),
 }
+#: The paper's protocols (SPEC section 6): lr, initial and maximum widths, epochs.
+PAPER = {"vgg11": (3e-4, 0.25, 2.0, 100), "wrn28": (3e-3, 0.25, 6.0, 50)}
 
 #: Columns every run row has.
 COLUMNS = [
@@ -55,9 +63,27 @@ def scaled(architecture, multiplier):
     return [max(1, round(multiplier * w)) for w in STANDARD[architecture][0]]
 
 
+def wrn_params(site_widths, input_shape, n_classes):
+    """WRN-28's parameters in closed form: a bias-free 3x3 stem; per group a first block
+    (BN, 3x3 conv, BN, 3x3 conv, 1x1 projection) and three more (BN, conv, BN, conv);
+    then BN and the output layer. A BatchNorm has a weight and a bias per channel."""
+    channels = input_shape[0]
+    stem, *groups = site_widths
+    total = channels * stem * 9
+    channels = stem
+    for width in groups:
+        total += 2 * channels + channels * width * 9 + 2 * width + width * width * 9
+        total += channels * width  # the projection
+        total += 3 * (2 * width + width * width * 9 + 2 * width + width * width * 9)
+        channels = width
+    return total + 2 * channels + channels * n_classes + n_classes
+
+
 def cnn_params(architecture, site_widths, input_shape, n_classes):
     """Parameters of the network in closed form: 3x3 convs with bias, 2x2 ceil pools,
     dense layers with bias, the last conv's channels flattened over its pooled map."""
+    if architecture == "wrn28":
+        return wrn_params(site_widths, input_shape, n_classes)
     pools = STANDARD[architecture][1]
     channels, height, width = input_shape
     n_conv = len(pools)
@@ -133,10 +159,11 @@ def bench(load_bench):
 
 
 def test_cpu_mode_on_mnist_images(bench, fake_mnist):
+    # --wrn-strategies alone: no WRN-28 part.
     bench.run_main("--quick", "--data-home", fake_mnist, "--seeds", 2, "--strategies",
                    "north-weight", "north-random", "--vgg-strategies", "north-weight",
-                   "--vgg-n-train", 100, "--batch-size", 40, *SMALL_WIDTHS,
-                   "--out", "t")  # fmt: skip
+                   "--wrn-strategies", "--vgg-n-train", 100, "--batch-size", 40,
+                   *SMALL_WIDTHS, "--out", "t")  # fmt: skip
     df = pd.read_csv(bench.results / "t.csv")
     epochs = pd.read_csv(bench.results / "t_epochs.csv")
     events = pd.read_csv(bench.results / "t_growth.csv")
@@ -152,6 +179,7 @@ def test_cpu_mode_on_mnist_images(bench, fake_mnist):
     assert list(df[["architecture", "strategy", "seed"]].itertuples(index=False)) == planned
     assert (df["mode"] == "cpu").all() and (df["device"] == "cpu").all()
     assert df["dataset"].tolist() == ["mnist"] * 4 + ["mnist-32x32"] * 2
+    assert (df["lr"] == 3e-4).all()  # the paper's for both
     # --quick's subsets cover the fake files; --vgg-n-train subsamples.
     assert df["n_train"].tolist() == [240] * 4 + [100] * 2
     assert (df["n_test"] == 60).all() and (df["epochs"] == 1).all()
@@ -196,6 +224,75 @@ def test_cpu_mode_on_mnist_images(bench, fake_mnist):
     g = df[df["architecture"] == "vgg11"]
     relative = np.array([widths(w) for w in g["widths"]]).mean(axis=0) / STANDARD["vgg11"][0]
     assert paper["widths / standard"] == " ".join(f"{r:.2f}" for r in relative)
+    assert "## WRN-28 next to the paper" not in text
+
+
+WRN_SITES = {"stem", "group1", "group2", "group3"}
+
+
+def check_targets(text, df, where):
+    """The targets table: one row per growing strategy and target ratio (the small CNN's
+    fit time; VGG-11's and WRN-28's median epoch time, WRN-28's peak memory too), each
+    the mean of its runs' ratios, judged only where the target applies."""
+    ratios = {
+        "small": [("fit time", "time_ratio", 1.5, "cpu")],
+        "vgg11": [("epoch time (median)", "epoch_ratio", 1.3, "cuda")],
+        "wrn28": [
+            ("epoch time (median)", "epoch_ratio", 1.3, "cuda"),
+            ("peak memory", "memory_ratio", 1.5, "cuda"),
+        ],
+    }
+    expected = []
+    growing = df[~df["strategy"].str.startswith("static-")]
+    for (arch, name), g in growing.groupby(["architecture", "strategy"], sort=False):
+        for label, column, target, applies in ratios[arch]:
+            measured = g[column].mean()
+            here = applies == where
+            met = ("yes" if measured <= target else "no") if here else ""
+            suffix = "" if here else f" (on {applies})"
+            expected.append((arch, name, label, f"{measured:.2f}", f"<= {target}{suffix}", met))
+    rows = table(text, "Targets")
+    keys = ["architecture", "strategy", "ratio", "growing / static", "target", "met"]
+    assert [tuple(r[k] for k in keys) for r in rows] == expected
+
+
+def test_cpu_mode_with_gradmax_and_wrn28(bench, fake_mnist):
+    # The small CNN with GradMax; no VGG-11; WRN-28 on the 28x28 images.
+    bench.run_main("--quick", "--data-home", fake_mnist, "--seeds", 1, "--strategies",
+                   "gradmax", "--vgg-strategies", "--wrn-strategies", "north-weight",
+                   "gradmax", "--n-train", 80, "--wrn-n-train", 80, "--batch-size", 40,
+                   *SMALL_WIDTHS, "--out", "w")  # fmt: skip
+    df = pd.read_csv(bench.results / "w.csv")
+    epochs = pd.read_csv(bench.results / "w_epochs.csv")
+    events = pd.read_csv(bench.results / "w_growth.csv")
+    planned = [("small", "gradmax"), ("wrn28", "north-weight"), ("wrn28", "gradmax")]
+    assert list(df[["architecture", "strategy"]].itertuples(index=False)) == planned
+    assert df["dataset"].tolist() == ["mnist"] * 3
+    assert (df["n_train"] == 80).all() and (df["n_test"] == 60).all()
+    # Each architecture's paper learning rate: 3e-4 for the small CNN, 3e-3 for WRN-28.
+    assert df["lr"].tolist() == [3e-4, 3e-3, 3e-3]
+    shapes = {"small": (1, 28, 28), "wrn28": (1, 28, 28)}
+    check_runs(df, epochs, events, shapes, 10, initial=0.125, maximum=0.25)
+    # GradMax grows on both (its gradient trigger judges every mini-batch), and WRN-28's
+    # events are its four units'.
+    assert (df.loc[df["strategy"] == "gradmax", "growth_events"] > 0).all()
+    assert set(events.loc[events["architecture"] == "wrn28", "site"]) <= WRN_SITES
+    assert {"stem", "group3"} <= set(df.filter(like="width_").columns.str[6:])
+
+    text = (bench.results / "w.md").read_text()
+    assert "wrn28 on mnist 1x28x28: 80 training and 60 test images" in text
+    assert "Adam lr 0.003, widths 0.125x the standard ones growing to at most 0.25x" in text
+    check_targets(text, df, "cpu")
+    assert "## VGG-11 next to the paper" not in text
+    paper = {r["strategy"]: r for r in table(text, "WRN-28 next to the paper")}
+    assert list(paper) == ["north-weight", "gradmax"]
+    assert "slightly beats Big Static" in paper["north-weight"]["paper (CIFAR-10, section 4.3)"]
+    assert "Medium Static" in paper["gradmax"]["paper (CIFAR-10, section 4.3)"]
+    # No static baseline ran: nothing to compare against.
+    assert paper["gradmax"]["vs static-big"] == paper["gradmax"]["vs static-medium"] == ""
+    g = df[df["strategy"] == "gradmax"].iloc[1]
+    relative = np.array(widths(g["widths"])) / STANDARD["wrn28"][0]
+    assert paper["gradmax"]["widths / standard"] == " ".join(f"{r:.2f}" for r in relative)
 
 
 def write_fake_cifar(home, name):
@@ -275,3 +372,138 @@ def test_cifar_mode_without_the_data_exits_clearly(bench, tmp_path, dataset, tit
 def test_cuda_without_a_gpu_exits_before_loading(bench, tmp_path):
     with pytest.raises(SystemExit, match="torch sees no CUDA device"):
         bench.run_main("--mode", "cifar", "--device", "cuda", "--data-home", tmp_path)
+
+
+def test_synthetic_cifar_images(bench):
+    X_train, X_test, y_train, y_test = bench.synthetic_cifar("cifar100", 250, 40, seed=1)
+    assert X_train.shape == (250, 3, 32, 32) and X_test.shape == (40, 3, 32, 32)
+    assert X_train.dtype == np.float32 and 0 <= X_train.min() and X_train.max() < 1
+    # Every class in training (the network's outputs are the classes seen), none beyond.
+    assert set(y_train) == set(range(100)) and set(y_test) <= set(range(100))
+    # Random: no pattern in the labels' order, train and test different; a seed repeats.
+    assert not (np.diff(y_train) == 1).all()
+    assert not np.allclose(X_train[:40], X_test)
+    again = bench.synthetic_cifar("cifar100", 250, 40, seed=1)
+    for a, b in zip(again, (X_train, X_test, y_train, y_test)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(bench.synthetic_cifar("cifar100", 250, 40, seed=2)[0], X_train)
+
+
+def test_cifar_mode_wrn28_on_synthetic_images(bench):
+    # No data folder: --synthetic needs none. Default results name.
+    bench.run_main("--mode", "cifar", "--architecture", "wrn28", "--synthetic", "--seeds", 1,
+                   "--epochs", 2, "--n-train", 30, "--n-test", 10, "--strategies",
+                   "north-weight", "static-medium", "--batch-size", 10,
+                   *SMALL_WIDTHS)  # fmt: skip
+    out = bench.results / "cnn_cifar10_wrn28_synthetic"
+    df = pd.read_csv(f"{out}.csv")
+    epochs = pd.read_csv(f"{out}_epochs.csv")
+    events = pd.read_csv(f"{out}_growth.csv")
+    assert df["strategy"].tolist() == ["north-weight", "static-medium"]
+    assert (df["architecture"] == "wrn28").all() and (df["dataset"] == "synthetic-cifar10").all()
+    assert (df["n_train"] == 30).all() and (df["n_test"] == 10).all() and (df["lr"] == 3e-3).all()
+    check_runs(df, epochs, events, {"wrn28": (3, 32, 32)}, 10, 0.125, 0.25)
+    # The static Medium is WRN-28-1: 16-16-32-64, about 0.37M parameters on CIFAR-10.
+    medium = df.iloc[1]
+    assert widths(medium["widths"]) == [16, 16, 32, 64]
+    assert medium["params"] == wrn_params((16, 16, 32, 64), (3, 32, 32), 10)
+    assert 0.36e6 < medium["params"] < 0.38e6
+
+    text = Path(f"{out}.md").read_text()
+    assert text.startswith("# CNN benchmark, cifar mode, WRN-28 on synthetic CIFAR-10-shaped")
+    assert "**Synthetic data**: random 3x32x32 images" in text
+    assert ("**Not the paper's protocol** (synthetic random images and labels, not CIFAR; "
+            "seeds 1 (paper: 5); epochs 2 (paper: 50)") in text  # fmt: skip
+    assert "widths 0.125x to 0.25x (paper: 0.25x to 6x)" in text
+    check_targets(text, df, "cpu")
+    paper = {r["strategy"]: r for r in table(text, "WRN-28 next to the paper")}
+    diff = df["accuracy"].iloc[0] - df["accuracy"].iloc[1]
+    assert paper["north-weight"]["vs static-medium"] == f"{diff:+.4f}"
+    assert paper["north-weight"]["vs static-big"] == ""  # not run
+    assert paper["static-medium"]["vs static-medium"] == ""  # itself
+    assert paper["static-medium"]["paper (CIFAR-10, section 4.3)"] == "1x"
+
+
+def parsed(bench, monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["bench_cnn.py", *map(str, args)])
+    return bench.parse_args()
+
+
+@pytest.mark.parametrize("architecture", ["vgg11", "wrn28"])
+def test_cifar_mode_defaults_are_the_papers_protocol(bench, monkeypatch, architecture):
+    args = parsed(bench, monkeypatch, "--mode", "cifar", "--architecture", architecture,
+                  "--synthetic", "--n-train", 100, "--n-test", 10)  # fmt: skip
+    (part,) = bench.cifar_parts(args)
+    lr, initial, maximum, n_epochs = PAPER[architecture]
+    assert (part.lr, part.widths, part.max_widths, part.epochs) == (lr, initial, maximum, n_epochs)
+    assert (args.seeds, args.batch_size) == (5, 128)
+    # Every growing strategy and the static Small, Medium and Big.
+    assert part.strategies == ["north-select", "north-random", "north-weight", "gradmax",
+                               "static-small", "static-medium", "static-big"]  # fmt: skip
+    estimator = bench.make_estimator(part, "gradmax", 0, args)
+    assert estimator.get_params()["lr"] == lr and estimator.max_epochs == n_epochs
+    assert estimator.n_iter_no_change is None
+    # Static Big is the growth cap; the static baselines are not capped below it.
+    big_widths = bench.STATIC_BASELINES[architecture]["static-big"]
+    big = bench.make_estimator(part, "static", 0, args, widths=big_widths)
+    assert big.widths == maximum and big.max_widths is None
+    # Explicit options win, for every architecture.
+    args = parsed(bench, monkeypatch, "--mode", "cifar", "--architecture", architecture,
+                  "--synthetic", "--n-train", 100, "--lr", 0.01, "--max-widths", 3)  # fmt: skip
+    (part,) = bench.cifar_parts(args)
+    assert (part.lr, part.widths, part.max_widths) == (0.01, 0.25, 3.0)
+
+
+def test_cpu_mode_parts_take_their_architectures_protocol(bench, monkeypatch, fake_mnist):
+    args = parsed(bench, monkeypatch, "--quick", "--data-home", fake_mnist)
+    parts = {p.architecture: p for p in bench.mnist_parts(args)}
+    assert list(parts) == ["small", "vgg11", "wrn28"]
+    assert parts["small"].strategies == ["north-select", "north-random", "north-weight", "gradmax"]
+    assert parts["vgg11"].strategies == ["north-select", "north-random", "north-weight"]
+    assert parts["wrn28"].strategies == parts["small"].strategies
+    expected = {"small": (3e-4, 0.25, 2.0), "vgg11": (3e-4, 0.25, 2.0), "wrn28": (3e-3, 0.25, 6.0)}
+    assert {a: (p.lr, p.widths, p.max_widths) for a, p in parts.items()} == expected
+    assert parts["wrn28"].input_shape == (1, 28, 28) and parts["vgg11"].input_shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--synthetic"], "--synthetic is a cifar mode option"),
+        (["--mode", "cifar", "--synthetic", "--dataset", "cifar100", "--n-train", 50],
+         "--synthetic needs every class once"),
+    ],
+)  # fmt: skip
+def test_synthetic_option_errors(bench, capsys, args, message):
+    with pytest.raises(SystemExit):
+        bench.run_main(*args)
+    assert message in capsys.readouterr().err
+    assert not bench.results.exists() or not any(bench.results.iterdir())
+
+
+GPU_CHECK = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tests_pass", [True, False])
+def test_gpu_check_script_on_the_cpu(tmp_path, tests_pass):
+    """gpu_check.sh's tiny CPU version: every step runs, the results land where asked,
+    and a failing test run makes the script fail (after the benchmarks still ran)."""
+    failing = tmp_path / "test_fails.py"
+    failing.write_text("def test_fails():\n    assert False\n")
+    env = {"DEVICE": "cpu", "PYTHON": sys.executable, "RESULTS_DIR": str(tmp_path / "out"),
+           "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}  # fmt: skip
+    if not tests_pass:
+        env["GPU_CHECK_TESTS"] = str(failing)
+    done = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == (0 if tests_pass else 1), done.stdout[-3000:] + done.stderr
+    for arch in ("vgg11", "wrn28"):
+        df = pd.read_csv(tmp_path / "out" / f"cnn_check_{arch}_synthetic_cpu.csv")
+        assert df["strategy"].tolist() == ["north-weight", "gradmax"]
+        assert (df["dataset"] == "synthetic-cifar10").all()
+        # The digest prints each run's ratios as the CSV holds them.
+        for ratio in df["epoch_ratio"]:
+            assert f"{ratio:.2f}" in done.stdout
+    assert "SYNTHETIC DATA" in done.stdout
+    assert done.stdout.rstrip().endswith("OK" if tests_pass else "FAILED (CUDA tests)")
