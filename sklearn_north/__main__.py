@@ -13,6 +13,8 @@ with the other. Prints one line per epoch (loss, widths, time), then the final
 widths, what grew where and when (per hidden layer; per site, conv0, conv1, ..., dense0,
 ..., for the CNN), the epochs trained (and the best validation score under
 ``--early-stopping``), the number of parameters, the test accuracy and the fit time.
+``--plot FILE`` also saves the fitted network's ``GrowthDisplay`` (widths over optimizer
+steps, growth events, loss per epoch) as a PNG; it needs matplotlib.
 """
 
 import argparse
@@ -20,6 +22,7 @@ import inspect
 import re
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_digits
@@ -27,6 +30,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import InvalidParameterError, StrOptions
 
 from . import GrowingCNNClassifier, GrowingMLPClassifier
+from ._display import GrowthDisplay, stacked_axes
 from .growth import STRATEGIES, TRIGGERS, HeldOutGate
 
 PROG = "python -m sklearn_north"
@@ -356,6 +360,16 @@ def build_parser():
         default=TEST_SIZE,
         help=f"share of digits held out for the test accuracy (default: {TEST_SIZE})",
     )
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        default=None,
+        help="save a figure of the fitted network's growth as FILE (a PNG; another format "
+        "matplotlib writes where FILE's extension names one): each site's width over the "
+        "optimizer steps (a log scale) with its growth events marked (the CNN's relative to its "
+        "architecture's standard widths), and the training loss per epoch below; needs "
+        "matplotlib (default: no figure)",
+    )
     groups = {
         "shared": p.add_argument_group(
             "options of both models",
@@ -659,6 +673,43 @@ def _header(args, X, n_train, n_test, initial, maximum):
     )
 
 
+def check_plot_file(parser, path):
+    """A usage error, before anything is trained, where ``--plot FILE`` cannot be written:
+    no matplotlib, a format it does not write, or a folder that does not exist."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        parser.error(
+            "argument --plot: needs matplotlib, which is not installed (pip install "
+            "matplotlib); leave out --plot to run without the figure"
+        )
+    suffix = Path(path).suffix.lstrip(".").lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        parser.error(
+            f"argument --plot: matplotlib writes no {suffix!r} files; use a file name ending "
+            f"in .png (or one of {', '.join('.' + f for f in sorted(formats))})"
+        )
+    folder = Path(path).parent
+    if not folder.is_dir():
+        parser.error(f"argument --plot: the folder {str(folder)!r} does not exist")
+
+
+def save_growth_plot(clf, path, title):
+    """Save ``GrowthDisplay.from_estimator(clf)`` as ``path`` (a PNG unless its extension
+    names another format); returns the display. A figure of its own, without pyplot: the
+    job sets no backend."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 5.5), layout="constrained")
+    ax, loss_ax = stacked_axes(figure)
+    # Log steps: the job's growth ends in its first epochs, a small part of training.
+    display = GrowthDisplay.from_estimator(clf, ax=ax, loss_ax=loss_ax, name=title, log_steps=True)
+    suffix = Path(path).suffix.lstrip(".").lower()
+    figure.savefig(path, format=suffix or "png", dpi=100)
+    return display
+
+
 def main(argv=None):
     """Run the main job with command-line arguments ``argv``; returns the exit code."""
     parser = build_parser()
@@ -673,6 +724,8 @@ def main(argv=None):
         clf._make_strategy(clf._schedule_target(initial, maximum))
     except (InvalidParameterError, ValueError) as exc:
         _usage_error(parser, exc, model)
+    if args.plot is not None:
+        check_plot_file(parser, args.plot)
 
     X, y = load_job_data(model)
     try:
@@ -710,8 +763,13 @@ def main(argv=None):
             f"{100 * clf.validation_fraction:g}% of the training data)"
         )
     print(f"parameters        : {n_params}")
-    print(f"test accuracy     : {clf.score(X_test, y_test):.4f}")
+    accuracy = clf.score(X_test, y_test)
+    print(f"test accuracy     : {accuracy:.4f}")
     print(f"fit time          : {fit_time:.1f} s")
+    if args.plot is not None:
+        title = f"{model.upper()} on digits, {args.strategy}: test accuracy {accuracy:.4f}"
+        save_growth_plot(clf, args.plot, title)
+        print(f"growth plot       : {args.plot}")
     return 0
 
 

@@ -240,6 +240,7 @@ def test_command_line_defaults_are_the_estimators():
     defaults = vars(parser.parse_args([]))
     assert defaults.pop("test_size") == 0.25  # not an estimator parameter
     assert defaults.pop("model") == "mlp"  # not an estimator parameter
+    assert defaults.pop("plot") is None  # the job's figure, not an estimator parameter
     assert not set(defaults) - set(SIGNATURE), "options that are no estimator parameter"
     missing = sorted(set(SIGNATURE) - set(defaults) - set(NOT_ON_COMMAND_LINE))
     assert not missing, f"the main job has no option for {missing}"

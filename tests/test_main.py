@@ -5,11 +5,13 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from sklearn_north import STRATEGIES, GrowingCNNClassifier, GrowingMLPClassifier
+from sklearn_north import __main__ as job
 from sklearn_north.__main__ import build_parser, main, make_estimator
 from sklearn_north.nn.cnn import ARCHITECTURES
 
@@ -512,3 +514,113 @@ def test_invalid_cnn_values_are_usage_errors_naming_the_option(capsys, argv, opt
     assert says in captured.err.split(f"argument {option}: ")[1]
     assert "final widths" not in captured.out
     assert "digits:" not in captured.out  # nothing trained
+
+
+# -- the growth plot, --plot FILE (issue 21) ----------------------------------------------
+
+#: Each model's short run, as options and as the estimator's parameters.
+PLOT_RUNS = {
+    "mlp": (
+        ["--hidden", "16", "--max-hidden", "96", "--epochs", "2"],
+        {"hidden_layer_sizes": (16,), "max_hidden_layer_sizes": 96, "max_epochs": 2},
+        (16,),
+        (1,),
+    ),
+    "cnn": (
+        ["--model", "cnn", "--widths", "4,8,16", "--max-widths", "32", "--epochs", "2"],
+        {"estimator": GrowingCNNClassifier, "widths": (4, 8, 16), "max_widths": 32,
+         "max_epochs": 2},
+        (4, 8, 16),
+        (32, 64, 128),  # relative to the "small" architecture's standard widths
+    ),
+}  # fmt: skip
+
+
+def widths_at_steps(history, initial, n_steps):
+    """The steps where a width changes (0, each event's, the last of ``n_steps``) and
+    each site's width from each of them on."""
+    steps = np.unique([0, *history.step, n_steps])
+    widths = [
+        [w0 + history.n_added[(history.layer == i) & (history.step <= s)].sum() for s in steps]
+        for i, w0 in enumerate(initial)
+    ]
+    return steps, widths
+
+
+@pytest.mark.parametrize("model", list(PLOT_RUNS))
+def test_plot_saves_the_growth_display_of_the_fitted_model(capsys, monkeypatch, tmp_path, model):
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    drawn = []
+
+    def spy(clf, path, title):
+        display = save_growth_plot(clf, path, title)
+        drawn.append((title, display))
+        return display
+
+    save_growth_plot = job.save_growth_plot
+    monkeypatch.setattr(job, "save_growth_plot", spy)
+    argv, params, initial, scale = PLOT_RUNS[model]
+    # Without an extension the file is a PNG all the same, under the name given.
+    path = tmp_path / ("growth" if model == "mlp" else "growth.png")
+    out = run(capsys, *argv, "--quiet", "--plot", str(path), *FAST)
+    assert reported(out, "growth plot") == str(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ((title, display),) = drawn
+    clf, accuracy = fit_as_the_job(n_candidates=20, **params)
+    assert title == f"{model.upper()} on digits, north-select: test accuracy {accuracy:.4f}"
+    # What it drew is the growth of the job's model (the same as the estimator's fit):
+    # each site's widths, relative for the CNN, its events, the loss per epoch.
+    history = clf.growth_history_
+    assert len(history) > 0
+    n_steps = 2 * -(-1347 // 128)  # 2 epochs of the 1347 training digits, 128 a batch
+    steps, widths = widths_at_steps(history, initial, n_steps)
+    for line, site_widths, standard in zip(display.lines_, widths, scale, strict=True):
+        np.testing.assert_array_equal(line.get_xdata(), steps)
+        np.testing.assert_allclose(line.get_ydata(), np.divide(site_widths, standard))
+    assert sum(len(m.get_xdata()) for m in display.markers_) == len(history)
+    np.testing.assert_array_equal(display.loss_line_.get_ydata(), clf.loss_curve_)
+    assert display.relative_ is (model == "cnn")
+    assert display.ax_.get_xscale() == "symlog"
+    # The file is that figure: the estimator's own fit gives the same image.
+    image = imread(path, format="png")
+    assert image.shape == (550, 700, 4)
+    save_growth_plot(clf, tmp_path / "reference.png", title)
+    np.testing.assert_array_equal(imread(tmp_path / "reference.png"), image)
+
+
+def test_plot_without_matplotlib_is_a_usage_error(capsys, monkeypatch, tmp_path):
+    for name in ("matplotlib", "matplotlib.backend_bases", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--epochs", "1", "--plot", str(tmp_path / "growth.png")])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert "error: argument --plot: needs matplotlib, which is not installed" in captured.err
+    assert "digits:" not in captured.out  # nothing trained
+    assert not (tmp_path / "growth.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "name", "says"),
+    [
+        ("mlp", "growth.xyz", "matplotlib writes no 'xyz' files; use a file name ending in .png"),
+        ("cnn", "missing/growth.png", "the folder"),
+    ],
+)
+def test_a_plot_file_that_cannot_be_written_is_a_usage_error(capsys, tmp_path, model, name,
+                                                             says):  # fmt: skip
+    pytest.importorskip("matplotlib")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", model, "--epochs", "1", "--plot", str(tmp_path / name)])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert f"error: argument --plot: {says}" in captured.err
+    assert "digits:" not in captured.out
+
+
+def test_help_names_the_plot_option():
+    entry = _help_entries()["--plot"]
+    assert "needs matplotlib" in entry and "(default: no figure)" in entry
+    assert "--plot" in _help_groups()["options"]
