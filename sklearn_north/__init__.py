@@ -4,8 +4,9 @@ Implements the NORTH* neurogenesis strategies of Maile et al. (2022), "When, whe
 to add new neurons to ANNs".
 """
 
-from . import datasets, exceptions
+from . import datasets, exceptions, export
 from ._cnn import GrowingCNNClassifier
+from ._display import GrowthDisplay
 from ._mlp import GrowingMLPClassifier
 from .growth import STRATEGIES
 
@@ -15,7 +16,9 @@ __all__ = [
     "STRATEGIES",
     "GrowingCNNClassifier",
     "GrowingMLPClassifier",
+    "GrowthDisplay",
     "__version__",
     "datasets",
     "exceptions",
+    "export",
 ]
