@@ -2,6 +2,7 @@
 
 import copy
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 from sklearn_north.growth import NewNeurons, RandomInit, add_neurons, grow_parameter
 from sklearn_north.growth.optim import (
     PENDING_KEY,
+    PENDING_REGIONS_KEY,
     PENDING_STEPS,
     extend_optimizer_state,
     pad_along,
@@ -106,14 +108,16 @@ def test_state_is_carried_over_and_padded(name, dim, second_moment):
 
     state = optimizer.state[new]
     pending = state.pop(PENDING_KEY, None)
+    regions = state.pop(PENDING_REGIONS_KEY, None)
     assert set(state) == set(old_state)
     if second_moment == "gradient" and name in ("adam", "adamw", "adam-amsgrad"):
         # The new entries wait for their first gradient; the old ones do not.
         assert pending.shape == new.shape
         assert torch.all(pending.narrow(dim, 0, n_old) == 0)
         assert torch.all(pending.narrow(dim, n_old, 2) == PENDING_STEPS)
+        assert regions == [[dim, n_old, PENDING_STEPS]]
     else:
-        assert pending is None
+        assert pending is None and regions is None
     for key in first_keys + second_keys:
         assert state[key].shape == new.shape, key
         # Old entries carried over exactly.
@@ -308,8 +312,15 @@ def test_gradient_moments_first_updates_are_lr_at_any_step(n_steps_before):
     g = fan_in_grad_2.abs()
     expected = g / (g + 1e-8)  # Adam's eps matters for these small first gradients
     torch.testing.assert_close(fan_in_2, expected, rtol=1e-3, atol=0)
-    # Everything seeded: no entry waits any more.
+    # Everything seeded: no entry waits any more (the countdowns are kept, at zero,
+    # until the host knows they have expired: no device read to find out earlier).
+    for state in optimizer.state.values():
+        assert PENDING_KEY not in state or torch.all(state[PENDING_KEY] == 0)
+    # Waiting ends PENDING_STEPS steps after the growth at the latest.
+    for _ in range(PENDING_STEPS - 2):
+        seed_pending_moments(optimizer)
     assert all(PENDING_KEY not in state for state in optimizer.state.values())
+    assert all(PENDING_REGIONS_KEY not in state for state in optimizer.state.values())
 
 
 def test_zero_moments_first_updates_are_not_lr_early_in_training():
@@ -376,3 +387,50 @@ def test_lr_scheduler_still_drives_the_grown_parameters(make_mlp):
         p.grad = torch.ones_like(p)
     optimizer.step()
     torch.testing.assert_close(grown.detach(), before - 0.1)
+
+
+def _seed_everything(state, grad, betas):
+    """Reference for ``seed_pending_moments`` on one parameter: every entry of the tensor
+    read, boolean indexing (the plain statement of the rule)."""
+    pending = state[PENDING_KEY]
+    waiting = pending > 0
+    hit = waiting & (grad != 0)
+    s = float(state["step"])
+    state["exp_avg"][hit] = grad[hit] * (1 - betas[0] ** s)
+    state["exp_avg_sq"][hit] = grad[hit].square() * (1 - betas[1] ** s)
+    pending.sub_((waiting & ~hit).to(pending.dtype))
+    pending[hit] = 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seeding_reads_only_the_grown_slices_and_equals_the_whole_tensor_rule(seed):
+    # A weight grown along both dims (a hidden layer's, as producer and as consumer), at
+    # different steps, with gradients that are zero at random entries: seeding only the
+    # slices after each growth's start (host-known regions) gives exactly what the rule
+    # applied to every entry gives, at every step, until every region has expired.
+    betas = (0.9, 0.999)
+    layer, optimizer = train_linear(partial(torch.optim.Adam, betas=betas), seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    w = grow_parameter(layer, "weight", 0, torch.randn(2, 4, generator=g), optimizer)
+    reference = copy.deepcopy(optimizer.state[w])
+    for step in range(PENDING_STEPS + 3):
+        if step == 2:
+            w = grow_parameter(layer, "weight", 1, torch.randn(5, 3, generator=g), optimizer)
+            reference = {
+                key: pad_along(value, 1, 3) if torch.is_tensor(value) and value.ndim else value
+                for key, value in reference.items()
+            }
+            reference[PENDING_KEY][:, 4:] = PENDING_STEPS
+        grad = torch.randn(w.shape, generator=g)
+        grad[torch.rand(w.shape, generator=g) < 0.6] = 0  # many entries keep waiting
+        w.grad = grad
+        _seed_everything(reference, grad, betas)
+        seed_pending_moments(optimizer)
+        state = optimizer.state[w]
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(state[key], reference[key]), (step, key)
+        if PENDING_KEY in state:
+            assert torch.equal(state[PENDING_KEY], reference[PENDING_KEY]), step
+        else:  # expired: the rule's countdowns are all 0 too
+            assert torch.all(reference[PENDING_KEY] == 0), step
+    assert PENDING_KEY not in optimizer.state[w]  # the second growth's region expired

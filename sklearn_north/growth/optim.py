@@ -46,6 +46,12 @@ PENDING_KEY = "sklearn_north_pending"
 #: Steps a new entry waits for a non-zero gradient before it keeps its zero moments.
 PENDING_STEPS = 8
 
+#: Optimizer state key of where the waiting entries are, known on the host: one
+#: ``[dim, start, steps_left]`` per growth whose new entries may still wait (those at
+#: ``start`` and after along ``dim``). ``seed_pending_moments`` reads only these slices of
+#: the parameter, and knows without asking the device when no entry waits any more.
+PENDING_REGIONS_KEY = "sklearn_north_pending_regions"
+
 
 def pad_along(tensor, dim, n_new, fill="zero"):
     """Append ``n_new`` entries to ``tensor`` along ``dim``.
@@ -89,6 +95,7 @@ def extend_optimizer_state(optimizer, old, new, dim, second_moment="gradient"):
         if PENDING_KEY not in state:
             state[PENDING_KEY] = torch.zeros(new.shape, dtype=torch.int8, device=new.device)
         state[PENDING_KEY].narrow(dim, old.shape[dim], n_new).fill_(PENDING_STEPS)
+        state.setdefault(PENDING_REGIONS_KEY, []).append([dim, old.shape[dim], PENDING_STEPS])
     optimizer.state[new] = state
 
 
@@ -101,6 +108,11 @@ def seed_pending_moments(optimizer):
     beta1^s)``, ``exp_avg_sq`` (and AMSGrad's ``max_exp_avg_sq``) ``= g^2 (1 - beta2^s)``,
     ``s`` the tensor's step counter before this step, so that the step's bias-corrected
     moments are ``g`` and ``g^2``; the others wait one step less.
+
+    Only the slices of the parameter that hold waiting entries are read (new entries
+    are appended along one dim per growth, ``PENDING_REGIONS_KEY``), and nothing is read
+    back from the device: a growth's entries wait at most ``PENDING_STEPS`` calls, which
+    the host counts.
     """
     for group in optimizer.param_groups:
         for param in group["params"]:
@@ -108,26 +120,63 @@ def seed_pending_moments(optimizer):
             if not state or PENDING_KEY not in state:
                 continue
             if "betas" not in group:  # not the Adam family: nothing to seed
-                del state[PENDING_KEY]
+                _stop_waiting(state)
                 continue
-            pending = state[PENDING_KEY]
-            waiting = pending > 0
-            if param.grad is not None:
-                grad = param.grad.detach()
-                hit = waiting & (grad != 0)
-                if hit.any():
-                    beta1, beta2 = group["betas"]
-                    s = float(state["step"])
-                    g = grad[hit].to(state["exp_avg"].dtype)
-                    state["exp_avg"][hit] = g * (1 - beta1**s)
-                    for key in ("exp_avg_sq", "max_exp_avg_sq"):
-                        if key in state:
-                            state[key][hit] = g.square() * (1 - beta2**s)
-                    waiting &= ~hit
-            pending.sub_(waiting.to(pending.dtype))
-            pending.masked_fill_(~waiting, 0)
-            if not (pending > 0).any():
-                del state[PENDING_KEY]
+            regions = state.get(PENDING_REGIONS_KEY)
+            if regions is None:  # a state saved before regions were kept: all of it
+                regions = [[0, 0, PENDING_STEPS]]
+            beta1, beta2 = group["betas"]
+            s = float(state["step"])
+            grad = None if param.grad is None else param.grad.detach()
+            for index in _covering_slices(regions, param.ndim):
+                _seed_slice(state, grad, index, 1 - beta1**s, 1 - beta2**s)
+            for region in regions:
+                region[2] -= 1
+            regions = [region for region in regions if region[2] > 0]
+            if regions:
+                state[PENDING_REGIONS_KEY] = regions
+            else:  # every countdown has reached 0
+                _stop_waiting(state)
+
+
+def _stop_waiting(state):
+    state.pop(PENDING_KEY, None)
+    state.pop(PENDING_REGIONS_KEY, None)
+
+
+def _covering_slices(regions, ndim):
+    """Disjoint index tuples covering every entry at or after some region's start along
+    its dim: per grown dim (in order), that dim from its smallest start on and the dims
+    before it up to theirs."""
+    starts = {}
+    for dim, start, _ in regions:
+        starts[dim] = min(start, starts.get(dim, start))
+    index = [slice(None)] * ndim
+    for dim in sorted(starts):
+        cover = list(index)
+        cover[dim] = slice(starts[dim], None)
+        yield tuple(cover)
+        index[dim] = slice(None, starts[dim])
+
+
+def _seed_slice(state, grad, index, first_scale, second_scale):
+    pending = state[PENDING_KEY][index]
+    waiting = pending > 0
+    if grad is None:
+        pending.sub_(waiting.to(pending.dtype))
+        return
+    g = grad[index].to(state["exp_avg"].dtype)
+    hit = waiting & (g != 0)
+    # torch.where instead of boolean indexing: no device-to-host read of how many hit.
+    exp_avg = state["exp_avg"][index]
+    exp_avg.copy_(torch.where(hit, g * first_scale, exp_avg))
+    for key in ("exp_avg_sq", "max_exp_avg_sq"):
+        if key in state:
+            moment = state[key][index]
+            moment.copy_(torch.where(hit, g.square() * second_scale, moment))
+    # Hit entries stop waiting; the others wait one step less.
+    pending.sub_((waiting & ~hit).to(pending.dtype))
+    pending.masked_fill_(hit, 0)
 
 
 def grow_parameter(module, name, dim, new_values, optimizer=None, second_moment="gradient"):
