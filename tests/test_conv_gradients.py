@@ -6,9 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sklearn_north.growth import conv_gradients
 from sklearn_north.growth.conv_gradients import (
     ConvGeometry,
     conv_auxiliary_matrix,
+    site_auxiliary_gradient,
     top_fan_out,
 )
 
@@ -249,3 +251,55 @@ def test_bad_input_is_rejected():
         top_fan_out(M, 28, 3)
     with pytest.raises(ValueError, match="multiple"):
         top_fan_out(M, 1, 2)
+
+
+#: Pools between a conv site and its consumers: selections at an all-zero channel (each
+#: pooled position's gradient to one source, computed on the routed unfolded input) and
+#: one that is not (averaging: autograd's backward at full resolution).
+POOLS = {
+    "max 2x2 ceil, odd map": (lambda h: F.max_pool2d(h, 2, ceil_mode=True), True),
+    "max 3x3 stride 2 (overlapping)": (lambda h: F.max_pool2d(h, 3, stride=2), True),
+    "avg 2x2": (lambda h: F.avg_pool2d(h, 2, ceil_mode=True), False),
+}
+
+
+@pytest.mark.parametrize("name", list(POOLS))
+def test_site_gradient_through_a_pool_equals_autograd(name):
+    pool, selection = POOLS[name]
+    assert (conv_gradients._zero_channel_route(pool, (7, 7), "cpu") is not None) == selection
+    producer, consumer = ConvGeometry(3, 1, 1), ConvGeometry(3, 1, 1)
+    x = randn(3, 2, 7, 7, seed=0)
+    size = pool(torch.zeros(1, 1, 7, 7)).shape[2:]
+    delta = randn(3, 4, *consumer.output_size(tuple(size)), seed=1)
+    fan_out = randn(4, 2, 3, 3, seed=2)
+    aux_in = torch.zeros(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    z = pool(F.conv2d(x, aux_in, padding=1))
+    (F.conv2d(z, fan_out, padding=1) * delta).sum().backward()
+    G = site_auxiliary_gradient(x, [delta], producer, [consumer], pool=pool)
+    # G's rows are the fan-out coordinates (o, u, v): dL/dA_j = G^T w_j.
+    predicted = (fan_out.transpose(0, 1).reshape(2, -1) @ G).reshape(aux_in.shape)
+    assert aux_in.grad.abs().max() > 1e-3
+    torch.testing.assert_close(predicted, aux_in.grad, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("norm_eps", [None, 1e-5])
+@pytest.mark.parametrize("name", ["none", *[n for n, (_, sel) in POOLS.items() if sel]])
+def test_routed_input_equals_the_full_resolution_spread(monkeypatch, name, norm_eps):
+    # Two consumers (a conv, and a dense layer over the flattened maps as a conv whose
+    # kernel is the map), a strided producer, small chunks: the routed unfolded input
+    # gives the matrix (and BatchNorm centring) of D at full resolution, where the pool's
+    # backward is autograd's.
+    pool = None if name == "none" else POOLS[name][0]
+    producer = ConvGeometry(3, 2, 1)
+    x = randn(5, 3, 13, 13, seed=3)
+    mid = producer.output_size((13, 13))
+    size = mid if pool is None else tuple(pool(torch.zeros(1, 1, *mid)).shape[2:])
+    consumers = [ConvGeometry(3, 1, 1), ConvGeometry(size)]
+    deltas = [randn(5, 4, *size, seed=4), randn(5, 6, 1, 1, seed=5)]
+    kwargs = dict(pool=pool, norm_eps=norm_eps, max_chunk_bytes=2000)
+    routed = site_auxiliary_gradient(x, deltas, producer, consumers, **kwargs)
+    monkeypatch.setattr(conv_gradients, "_zero_channel_route", lambda *args: None)
+    kwargs["pool"] = pool or (lambda h: h)
+    spread = site_auxiliary_gradient(x, deltas, producer, consumers, **kwargs)
+    assert routed.shape == (4 * 9 + 6 * size[0] * size[1], 3 * 9)
+    torch.testing.assert_close(routed, spread, rtol=1e-10, atol=1e-10)

@@ -21,7 +21,11 @@ from sklearn_north.growth import (
     RandomInit,
     add_neurons,
 )
-from sklearn_north.growth.initializers import mean_fan_in_norm, mean_fan_out_norm
+from sklearn_north.growth.initializers import (
+    mean_fan_in_norm,
+    mean_fan_out_norm,
+    top_left_singular_vectors,
+)
 
 
 def generator(seed=0):
@@ -376,3 +380,30 @@ def test_nest_fan_out_is_its_closed_form(make_mlp):
     direction = -torch.sign(g) * out_mass[:, None]
     expected_out = direction / direction.norm(dim=0) * scale_out
     torch.testing.assert_close(new.fan_out[0].double(), expected_out, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("shape", "rank"),
+    [((300, 20), 20), ((300, 20), 7), ((12, 40), 12), ((12, 40), 5), ((50, 50), 50)],
+)
+@pytest.mark.parametrize("k", [1, 6, 25])
+def test_top_left_singular_vectors_are_the_svds(shape, rank, k):
+    # GradMax's fan-outs from the smaller Gram's eigenvectors: the thin SVD's left singular
+    # vectors for the top singular values (up to sign; distinct values here), orthonormal
+    # columns also past the rank (where any completion is as good as the SVD's).
+    g = torch.Generator().manual_seed(rank + k)
+    n, m = shape
+    left, _ = torch.linalg.qr(torch.randn(n, rank, generator=g, dtype=torch.float64))
+    right, _ = torch.linalg.qr(torch.randn(m, rank, generator=g, dtype=torch.float64))
+    values = torch.logspace(0, -3, rank, dtype=torch.float64)  # distinct, 1e3 apart
+    G = left @ torch.diag(values) @ right.T
+    U = top_left_singular_vectors(G, k)
+    assert U.shape == (n, min(k, n))
+    eye = torch.eye(U.shape[1], dtype=torch.float64)
+    torch.testing.assert_close(U.T @ U, eye, atol=1e-10, rtol=0)
+    expected = torch.linalg.svd(G, full_matrices=False).U
+    top = min(k, rank)
+    cosines = (U[:, :top] * expected[:, :top]).sum(0).abs()
+    torch.testing.assert_close(cosines, torch.ones(top, dtype=torch.float64), atol=1e-8, rtol=0)
+    # Past the rank: G's left space is already spanned, so they are orthogonal to it.
+    assert torch.all((U[:, top:].T @ left).abs() < 1e-8)

@@ -359,10 +359,111 @@ def site_auxiliary_gradient(
     if len(deltas) != len(consumers):
         raise ValueError(f"{len(deltas)} deltas for {len(consumers)} consumers.")
     mid = producer.output_size(tuple(x.shape[2:]))
-    size = mid
+    route = None
     if pool is not None:
-        with torch.no_grad():
-            size = tuple(pool(x.new_zeros(1, 1, *mid)).shape[2:])
+        route = _zero_channel_route(pool, mid, x.device)
+    if pool is None or route is not None:
+        G, spread_sum = _via_routed_input(
+            x, deltas, producer, consumers, route, max_chunk_bytes, dtype
+        )
+    else:
+        G, spread_sum = _via_pooled_spread(
+            x, deltas, producer, consumers, pool, mid, max_chunk_bytes, dtype
+        )
+    if norm_eps is None:
+        return G
+    # BatchNorm's centring over every sample and position: G - sum(D) sum(U)^T / (N L),
+    # sum(U) the producer's unfolded input summed over samples and positions.
+    compute = torch.promote_types(x.dtype, torch.float32)
+    with torch.no_grad():
+        ones = x.new_ones(x.shape[0], 1, *mid, dtype=compute)
+        input_sum = torch.nn.grad.conv2d_weight(
+            x.detach().to(compute),
+            (1, x.shape[1], *producer.kernel_size),
+            ones,
+            stride=producer.stride,
+            padding=producer.padding,
+        ).reshape(-1)
+    n_positions = x.shape[0] * mid[0] * mid[1]
+    G -= torch.outer(spread_sum, input_sum.to(dtype)) / n_positions
+    return G * (norm_scale if norm_scale is not None else 1 / math.sqrt(norm_eps))
+
+
+def _zero_channel_route(pool, mid, device):
+    """Where ``pool`` routes the gradient of an all-zero channel: for each pooled
+    position (flat), the one producer-output position (flat) that receives it, or None
+    when the pool is not such a selection (windows that overlap or average).
+
+    A max-pool over an all-zero map ties in every window, and its backward sends each
+    window's gradient to the element torch picks for the tie (the first); new channels
+    with zero fan-in are all-zero in the training step that ``G`` describes."""
+    with torch.enable_grad():
+        z = torch.zeros(1, 1, *mid, dtype=torch.float64, device=device, requires_grad=True)
+        out = pool(z)
+        codes = torch.arange(1, out.numel() + 1, dtype=z.dtype, device=device)
+        (received,) = torch.autograd.grad(out, z, codes.reshape(out.shape))
+    received = received.reshape(-1)
+    sources = received.nonzero().reshape(-1)
+    if len(sources) != out.numel():
+        return None
+    values = received[sources]
+    order = torch.argsort(values)
+    if not torch.equal(values[order], codes):  # each pooled position to one source, whole
+        return None
+    return sources[order], tuple(out.shape[2:])
+
+
+def _via_routed_input(x, deltas, producer, consumers, route, max_chunk_bytes, dtype):
+    """``G`` and the spread gradient's per-row sums from the producer's unfolded input,
+    kept at the positions whose gradient reaches the consumers (all of them without a
+    pool), laid out as an image and correlated with each consumer's ``delta`` in its own
+    geometry: ``N * positions * rows * F`` multiply-adds, and no ``D`` of ``rows``
+    channels at the producer's full resolution."""
+    mid = producer.output_size(tuple(x.shape[2:]))
+    positions, size = (None, mid) if route is None else route
+    compute = torch.promote_types(x.dtype, torch.float32)
+    n_fan_in = x.shape[1] * producer.taps
+    per_sample = n_fan_in * mid[0] * mid[1] * compute.itemsize
+    chunk = max(1, max_chunk_bytes // per_sample)
+    rows = sum(d.shape[1] * c.taps for d, c in zip(deltas, consumers))
+    G = torch.zeros(rows, n_fan_in, dtype=dtype, device=x.device)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], chunk):
+            xs = x[start : start + chunk].detach().to(compute)
+            U = F.unfold(xs, producer.kernel_size, padding=producer.padding, stride=producer.stride)
+            if positions is not None:
+                U = U[:, :, positions]
+            U = U.reshape(xs.shape[0], n_fan_in, *size)
+            blocks = []
+            for d, c in zip(deltas, consumers):
+                ds = d[start : start + chunk].detach().to(compute)
+                g = torch.nn.grad.conv2d_weight(
+                    U,
+                    (ds.shape[1], n_fan_in, *c.kernel_size),
+                    ds,
+                    stride=c.stride,
+                    padding=c.padding,
+                )
+                blocks.append(g.permute(0, 2, 3, 1).reshape(-1, n_fan_in))  # rows (o, u, v)
+            G += torch.cat(blocks).to(dtype)
+        # The spread gradient D is linear in delta: its per-row sum over samples and
+        # positions is the spread of delta summed over samples.
+        spread_sum = torch.cat(
+            [
+                _spread_delta(d.detach().to(compute).sum(0, keepdim=True), c, size).sum(
+                    dim=(0, 2, 3)
+                )
+                for d, c in zip(deltas, consumers)
+            ]
+        )
+    return G, spread_sum
+
+
+def _via_pooled_spread(x, deltas, producer, consumers, pool, mid, max_chunk_bytes, dtype):
+    """``G`` through ``D`` at the producer's full resolution, ``pool``'s backward taken
+    from autograd: for pools that are not a selection at an all-zero channel."""
+    with torch.no_grad():
+        size = tuple(pool(x.new_zeros(1, 1, *mid)).shape[2:])
     rows = sum(d.shape[1] * c.taps for d, c in zip(deltas, consumers))
     compute = torch.promote_types(x.dtype, torch.float32)
     per_sample = rows * (mid[0] * mid[1] + size[0] * size[1]) * compute.itemsize
@@ -392,22 +493,7 @@ def site_auxiliary_gradient(
             )
             G += part.reshape(rows, -1).to(dtype)
             spread_sum += D.sum(dim=(0, 2, 3)).to(dtype)
-    if norm_eps is None:
-        return G
-    # BatchNorm's centring over every sample and position: G - sum(D) sum(U)^T / (N L),
-    # sum(U) the producer's unfolded input summed over samples and positions.
-    with torch.no_grad():
-        ones = x.new_ones(x.shape[0], 1, *mid, dtype=compute)
-        input_sum = torch.nn.grad.conv2d_weight(
-            x.detach().to(compute),
-            (1, x.shape[1], *producer.kernel_size),
-            ones,
-            stride=producer.stride,
-            padding=producer.padding,
-        ).reshape(-1)
-    n_positions = x.shape[0] * mid[0] * mid[1]
-    G -= torch.outer(spread_sum, input_sum.to(dtype)) / n_positions
-    return G * (norm_scale if norm_scale is not None else 1 / math.sqrt(norm_eps))
+    return G, spread_sum
 
 
 def top_fan_out(M, k, kernel_size, *, return_singular_values=False):
