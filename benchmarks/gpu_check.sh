@@ -20,14 +20,15 @@
 #
 # Environment: DEVICE (cuda; cpu: the same steps on a few images, to test this script on
 # a machine without a GPU), PYTHON (python), RESULTS_DIR (benchmarks/results), CIFAR_HOME,
-# GPU_CHECK_TESTS (tests/test_cuda.py).
+# GPU_CHECK_TESTS (tests/test_cuda.py and the CUDA case of the conv GradMax gradient test;
+# several paths separated by spaces).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 
 DEVICE=${DEVICE:-cuda}
 PYTHON=${PYTHON:-python}
 RESULTS_DIR=${RESULTS_DIR:-benchmarks/results}
-TESTS=${GPU_CHECK_TESTS:-tests/test_cuda.py}
+read -r -a TESTS <<< "${GPU_CHECK_TESTS:-tests/test_cuda.py tests/test_conv_gradmax.py::test_auxiliary_gradient_equals_autograd_on_explicit_zero_channels}"
 START=$SECONDS
 
 if [ "$DEVICE" = cpu ]; then
@@ -94,7 +95,7 @@ if [ $? -ne 0 ]; then
 fi
 
 tests_rc=0
-step "CUDA tests" 150 "$PYTHON" -m pytest "$TESTS" -q -x -p no:cacheprovider || tests_rc=$?
+step "CUDA tests" 150 "$PYTHON" -m pytest "${TESTS[@]}" -q -x -p no:cacheprovider || tests_rc=$?
 
 bench_rc=0
 OUTS=()

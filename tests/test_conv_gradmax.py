@@ -100,15 +100,26 @@ CASES = {
 }
 
 
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", list(CASES))
-def test_auxiliary_gradient_equals_autograd_on_explicit_zero_channels(case):
+def test_auxiliary_gradient_equals_autograd_on_explicit_zero_channels(case, device):
+    # On CUDA too: G reads a max-pool's backward at an all-zero channel as a fixed route
+    # (each window's first element), which must be where the device's pooling sends it.
     make, index = CASES[case]
-    module = make().double()
-    X, y = batch(module)
+    module = make().double().to(device)
+    X, y = (t.to(device) for t in batch(module))
     record = recorded(module, X, y)[index]
     assert isinstance(record, ConvSiteGradients)
     site = module.growth_sites()[index]
-    fan_out = random_fan_out(site, 2)
+    fan_out = [f.to(device) for f in random_fan_out(site, 2)]
     expected = brute_force_fan_in_grad(module, index, fan_out, X, y)
     # G's rows: each consumer's (o, tap or map position), row-major; one column per new
     # channel is its fan-out slices flattened in that order.
