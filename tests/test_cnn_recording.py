@@ -89,6 +89,57 @@ def test_after_growth_the_batch_is_measured_with_the_new_widths(init, index):
     assert_same_activations(recorded, module.site_activations(X))
 
 
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("init", [RandomInit(), SelectInit(n_candidates=8)], ids=type)
+def test_sites_that_grow_after_the_first_extend_its_measurement(init, batch_norm, monkeypatch):
+    # One step in which every site grows in turn (after an optimizer step, so that the
+    # recorded batch is stale): the first growth has the batch measured anew; each later
+    # one extends that measurement by the new neurons' own activations instead of a new
+    # forward pass, and equals what a new forward pass measures.
+    module = make_cnn(batch_norm)
+    module.record_activations = True
+    X = images()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    training_forward(module, X)
+    optimizer.step()
+    measures = []
+    original = GrowableCNN._measure
+    monkeypatch.setattr(
+        GrowableCNN, "_measure", lambda self, X: measures.append(1) or original(self, X)
+    )
+    g = torch.Generator().manual_seed(0)
+    for index in range(3):  # conv -> conv, conv -> flatten -> dense, dense -> output
+        site = module.growth_sites()[index]
+        context = GrowthContext(module, X.flatten(1))
+        new = init(index, site, 2 + index, context, g)
+        add_neurons(site, new)
+        module.recorded_site_grew(index, new)
+        recorded = module.recorded_site_activations()
+        assert [a.post.shape[1] for a in recorded] == list(module.widths)
+        assert_same_activations(recorded, module.site_activations(X))
+    assert measures == [1]  # one forward pass for the three growths
+
+
+def test_a_growth_that_changes_the_function_has_the_batch_measured_anew():
+    module = make_cnn()
+    module.record_activations = True
+    X = images()
+    training_forward(module, X)
+    site = module.growth_sites()[0]
+    g = torch.Generator().manual_seed(0)
+    first = RandomInit()(0, site, 2, GrowthContext(module, X.flatten(1)), g)
+    add_neurons(site, first)
+    module.recorded_site_grew(0, first)
+    module.recorded_site_activations()  # measured once
+    site = module.growth_sites()[1]
+    changing = RandomInit()(1, site, 2, GrowthContext(module, X.flatten(1)), g)
+    changing.fan_out = [torch.randn(site.fan_out_shape(c, 2), generator=g) for c in site.consumers]
+    add_neurons(site, changing)  # non-zero fan-out: the dense layer's inputs change
+    module.recorded_site_grew(1, changing)
+    assert module._measured is None
+    assert_same_activations(module.recorded_site_activations(), module.site_activations(X))
+
+
 def test_the_recorded_batch_is_neither_pickled_nor_deep_copied():
     module = make_cnn()
     module.record_activations = True

@@ -215,8 +215,9 @@ class ForwardRecorder:
 
     For networks with ``record_activations`` (a flag their forward reads) and
     ``recorded_site_activations()`` (``None`` before the first training batch; after a
-    site grew, computed anew on the same batch). Same usage as ``ActivationRecorder``;
-    ``fill`` and ``site_grew`` have nothing to do.
+    site grew, measured anew on the same batch with the current weights, and kept up to
+    date through the network's ``recorded_site_grew`` for the sites that grow after it).
+    Same usage as ``ActivationRecorder``; ``fill`` has nothing to do.
     """
 
     def __init__(self, module):
@@ -238,4 +239,4 @@ class ForwardRecorder:
         return self.module.recorded_site_activations()
 
     def site_grew(self, index, sites, new):
-        return
+        self.module.recorded_site_grew(index, new)

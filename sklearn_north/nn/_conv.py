@@ -46,11 +46,15 @@ class RecordsSiteActivations:
     #: Keep the current training mini-batch's activations (``recorded_site_activations``).
     record_activations = False
     _recorded = None
+    #: The recorded batch measured anew with the current weights (eval mode), once a site
+    #: grew: one ``(inputs, Z, H)`` per site, kept up to date through ``recorded_site_grew``.
+    _measured = None
 
     def _recording(self):
         on = self.record_activations and self.training and torch.is_grad_enabled()
         if on:
             self._recorded = None
+            self._measured = None
         return on
 
     def _keep(self, images, kept):
@@ -64,10 +68,48 @@ class RecordsSiteActivations:
         if self._recorded is None:
             return None
         images, kept = self._recorded
-        if [Z.shape[1] for _, Z, _ in kept] != list(self.widths):
-            return self.site_activations(images, n_sites)
-        return [activations_of(*k) for k in kept]
+        widths = list(self.widths)
+        if [Z.shape[1] for _, Z, _ in kept] == widths:
+            return [activations_of(*k) for k in kept]
+        if self._measured is None or [Z.shape[1] for _, Z, _ in self._measured] != widths:
+            self._measured = self._measure(images)
+        return [activations_of(*k) for k in self._measured[:n_sites]]
+
+    def _measure(self, images):
+        """``(inputs, Z, H)`` of every site on ``images``, in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return self._site_triples(images)
+        finally:
+            self.train(was_training)
+
+    def recorded_site_grew(self, index, new):
+        """Bring the measured batch up to date after ``new`` (``NewNeurons``) were added to
+        site ``index``: with zero fan-out, only that site's columns and its readers' inputs
+        change, by the new neurons' own activations (``_extend_measured``), so one
+        measurement per step serves every site that grows after the first. Otherwise (a
+        fan-out that changes the function, or a network without ``_extend_measured``)
+        the batch is measured anew when next read."""
+        measured, self._measured = self._measured, None
+        if measured is None or not _function_preserving(new):
+            return
+        widths = [Z.shape[1] for _, Z, _ in measured]
+        widths[index] += new.k
+        if widths == list(self.widths):
+            self._measured = self._extend_measured(measured, index, new)
+
+    def _extend_measured(self, measured, index, new):
+        """``measured`` with site ``index``'s new neurons; ``None``: measure anew."""
+        return None
 
     def __getstate__(self):
         # A training batch's activations are never pickled nor deep-copied.
-        return {**super().__getstate__(), "_recorded": None}
+        return {**super().__getstate__(), "_recorded": None, "_measured": None}
+
+
+def _function_preserving(new):
+    if new.norm_sources is not None:
+        return False
+    return new.fan_out is None or all(not torch.any(block) for block in new.fan_out)

@@ -207,14 +207,18 @@ class GrowableCNN(RecordsSiteActivations, nn.Module):
             self.train(was_training)
 
     def _site_activations(self, X, n_sites):
+        return [activations_of(*k) for k in self._site_triples(self._images(X), n_sites)]
+
+    def _site_triples(self, X, n_sites=None):
+        """``(inputs, Z, H)`` of the first ``n_sites`` sites on images ``X`` (all where
+        ``None``), in the module's current mode."""
         n_sites = len(self.convs) + len(self.dense) - 1 if n_sites is None else n_sites
         out = []
-        X = self._images(X)
         for i in range(len(self.convs)):
             if len(out) == n_sites:
                 return out
             Z, H = self._conv_block(i, X)
-            out.append(activations_of(X, Z, H))
+            out.append((X, Z, H))
             X = H
         X = X.flatten(1)
         for layer in self.dense[:-1]:
@@ -222,9 +226,38 @@ class GrowableCNN(RecordsSiteActivations, nn.Module):
                 return out
             Z = layer(X)
             H = relu(Z)
-            out.append(activations_of(X, Z, H))
+            out.append((X, Z, H))
             X = H
         return out
+
+    @torch.no_grad()
+    def _extend_measured(self, measured, index, new):
+        # The new neurons as the eval-mode measurement sees them (identity BatchNorm
+        # entries, as Select's candidate response); zero fan-out leaves every other
+        # site's Z and H as they are.
+        measured = list(measured)
+        X, Z, H = measured[index]
+        n_conv = len(self.convs)
+        w = new.fan_in.to(Z.dtype)
+        b = new.bias.to(Z.dtype) if new.bias is not None else None
+        if index < n_conv:
+            conv = self.convs[index]
+            Z_new = F.conv2d(X, w, b, conv.stride, conv.padding)
+            if self.batch_norm:
+                Z_new = Z_new / math.sqrt(1.0 + self.norms[index].eps)
+            H_new = relu(Z_new)
+            if self.pools[index]:
+                H_new = max_pool(H_new)
+        else:
+            Z_new = F.linear(X, w.reshape(w.shape[0], -1), b)
+            H_new = relu(Z_new)
+        H = torch.cat([H, H_new], dim=1)
+        measured[index] = (X, torch.cat([Z, Z_new], dim=1), H)
+        if index + 1 < len(measured):
+            reader = H.flatten(1) if index + 1 == n_conv else H
+            _, Z_next, H_next = measured[index + 1]
+            measured[index + 1] = (reader, Z_next, H_next)
+        return measured
 
 
 def _pool_for_gradients(H):

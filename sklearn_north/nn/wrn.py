@@ -145,6 +145,9 @@ class GrowableWRN(RecordsSiteActivations, nn.Module):
             self._keep(images, kept)
         return logits
 
+    def _site_triples(self, images, n_sites=None):
+        return self._run(images, n_sites)[1]
+
     @torch.no_grad()
     def site_activations(self, X, n_sites=None):
         """Inputs, pre- and post-activations of the first ``n_sites`` sites on ``X`` (all
