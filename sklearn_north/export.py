@@ -46,7 +46,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._base import BaseGrowingClassifier
+from ._base import BaseGrowingClassifier, _check_device
 from .nn.cnn import GrowableCNN
 from .nn.mlp import GrowableMLP
 from .nn.wrn import GrowableWRN
@@ -112,7 +112,8 @@ def to_torch(estimator, *, device="cpu"):
     True
     """
     module = _fitted_module(estimator)
-    device = _check_device(device)
+    _check_device(device)  # the estimators' own check (InvalidParameterError: a ValueError)
+    device = torch.device(device)
     if isinstance(module, GrowableMLP):
         exported = _mlp(module, device)
     elif isinstance(module, GrowableCNN):
@@ -318,18 +319,6 @@ def _input_shape(estimator):
     if hasattr(estimator, "input_shape_"):
         return tuple(estimator.input_shape_)
     return (estimator.n_features_in_,)
-
-
-def _check_device(device):
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device={device!r} is not a torch device: use e.g. 'cpu' or 'cuda'."
-        ) from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r}, but torch sees no CUDA device; use 'cpu'.")
-    return device
 
 
 def _copy(layer, source, device):

@@ -305,7 +305,8 @@ def test_to_torch_device_argument(fitted):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
 def test_to_torch_on_cuda_without_cuda_is_a_clear_error(fitted):
-    with pytest.raises(ValueError, match="no CUDA device"):
+    # The estimators' own device check (InvalidParameterError, a ValueError).
+    with pytest.raises(ValueError, match="CUDA is not available"):
         to_torch(fitted("mlp-relu"), device="cuda")
 
 
