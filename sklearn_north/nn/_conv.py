@@ -40,7 +40,8 @@ class RecordsSiteActivations:
     The network's ``forward`` calls ``_recording()`` first (which also drops the previous
     batch's activations before this batch's are made) and, when it returned True,
     ``_keep(images, kept)`` with one ``(inputs, Z, H)`` per site, as ``site_activations``
-    lays them out. It needs ``widths`` and ``site_activations(X, n_sites)``.
+    lays them out. It needs ``widths``, ``_images(X)`` and ``_site_triples(images,
+    n_sites)`` (those triples in the module's current mode).
     """
 
     #: Keep the current training mini-batch's activations (``recorded_site_activations``).
@@ -63,8 +64,9 @@ class RecordsSiteActivations:
     def recorded_site_activations(self, n_sites=None):
         """``SiteActivations`` of the last training mini-batch (``record_activations``),
         as its forward pass computed them (train mode, the weights before that step's
-        update); ``None`` if none was recorded. After a site grew they are computed anew
-        on the same images with the current weights (``site_activations``)."""
+        update); ``None`` if none was recorded. After a site grew they are measured anew
+        on the same images with the current weights (``_measure``), once per step (see
+        ``recorded_site_grew``)."""
         if self._recorded is None:
             return None
         images, kept = self._recorded
@@ -75,13 +77,19 @@ class RecordsSiteActivations:
             self._measured = self._measure(images)
         return [activations_of(*k) for k in self._measured[:n_sites]]
 
-    def _measure(self, images):
-        """``(inputs, Z, H)`` of every site on ``images``, in eval mode."""
+    def site_activations(self, X, n_sites=None):
+        """``SiteActivations`` of the first ``n_sites`` sites on ``X`` (all where
+        ``None``), computed in eval mode (BatchNorm's running statistics are read, not
+        updated); the network's ``_site_triples`` says what each holds."""
+        return [activations_of(*k) for k in self._measure(self._images(X), n_sites)]
+
+    def _measure(self, images, n_sites=None):
+        """``(inputs, Z, H)`` of the first ``n_sites`` sites on ``images``, in eval mode."""
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                return self._site_triples(images)
+                return self._site_triples(images, n_sites)
         finally:
             self.train(was_training)
 

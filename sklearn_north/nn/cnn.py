@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..growth.sites import Consumer, GrowthSite
-from ._conv import RecordsSiteActivations, activations_of, max_pool, rows
+from ._conv import RecordsSiteActivations, max_pool, rows
 from .activations import relu
 
 #: Architecture name -> standard widths of its conv sites and dense sites, and after which
@@ -192,26 +192,11 @@ class GrowableCNN(RecordsSiteActivations, nn.Module):
 
         return response
 
-    @torch.no_grad()
-    def site_activations(self, X, n_sites=None):
-        """Inputs, pre- and post-activations of the first ``n_sites`` sites on ``X`` (all
-        where ``None``), computed in eval mode (BatchNorm's running statistics are read,
-        not updated). A conv site's ``inputs`` are images ``(N, C_in, H, W)``, its ``pre``
-        the conv's outputs as rows ``(N * H * W, C)`` and its ``post`` the pooled
-        post-activations as rows ``(N * H' * W', C)``."""
-        was_training = self.training
-        self.eval()
-        try:
-            return self._site_activations(X, n_sites)
-        finally:
-            self.train(was_training)
-
-    def _site_activations(self, X, n_sites):
-        return [activations_of(*k) for k in self._site_triples(self._images(X), n_sites)]
-
     def _site_triples(self, X, n_sites=None):
         """``(inputs, Z, H)`` of the first ``n_sites`` sites on images ``X`` (all where
-        ``None``), in the module's current mode."""
+        ``None``), in the module's current mode. A conv site's ``inputs`` are images
+        ``(N, C_in, H, W)``, ``Z`` the conv's (BatchNorm's) outputs and ``H`` the pooled
+        post-activations; ``activations_of`` lays them out as rows ``(N * H * W, C)``."""
         n_sites = len(self.convs) + len(self.dense) - 1 if n_sites is None else n_sites
         out = []
         for i in range(len(self.convs)):

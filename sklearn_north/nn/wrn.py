@@ -26,12 +26,11 @@ The authors' code measures a group's metric with the skips disabled; here it is 
 on the network as it is (the skips on), which is the network being trained.
 """
 
-import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ..growth.sites import Consumer, GrowthSite, TiedChannels
-from ._conv import RecordsSiteActivations, activations_of, rows
+from ._conv import RecordsSiteActivations, rows
 from .activations import relu
 
 #: WRN-28-1's widths: the stem and the three groups.
@@ -146,22 +145,11 @@ class GrowableWRN(RecordsSiteActivations, nn.Module):
         return logits
 
     def _site_triples(self, images, n_sites=None):
+        """``(inputs, Z, H)`` of the first ``n_sites`` sites (all where ``None``), in the
+        module's current mode. The stem's ``inputs`` are the images, its ``Z`` the first
+        block's BatchNorm output and its ``H`` their ReLU; a group's are its first conv's
+        input, BatchNorm output and ReLU."""
         return self._run(images, n_sites)[1]
-
-    @torch.no_grad()
-    def site_activations(self, X, n_sites=None):
-        """Inputs, pre- and post-activations of the first ``n_sites`` sites on ``X`` (all
-        where ``None``), computed in eval mode. The stem's ``inputs`` are the images, its
-        ``pre`` the first block's BatchNorm output as rows ``(N * H * W, C)`` and its
-        ``post`` their ReLU; a group's are its first conv's input, BatchNorm output and
-        ReLU."""
-        was_training = self.training
-        self.eval()
-        try:
-            _, kept = self._run(self._images(X), n_sites)
-        finally:
-            self.train(was_training)
-        return [activations_of(*k) for k in kept]
 
     def growth_sites(self):
         """The stem's site, then one tied site per group, in forward order."""
