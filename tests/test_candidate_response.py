@@ -10,27 +10,18 @@ post-activations after the filter is added with zero fan-out.
 from functools import partial
 
 import pytest
+import test_cnn
+import test_wrn
 import torch
 
 from sklearn_north.growth.initializers import tied_fan_in
 from sklearn_north.growth.sites import NewNeurons, add_neurons
-from sklearn_north.nn import GrowableCNN, GrowableWRN
 
-
-def _small_cnn(batch_norm):
-    torch.manual_seed(0)
-    return GrowableCNN((2, 8, 8), (4, 6), (True, True), (10,), 5, batch_norm=batch_norm), (2, 8, 8)
-
-
-def _wrn():
-    torch.manual_seed(0)
-    return GrowableWRN((3, 8, 8), (4, 4, 6, 8), 5, n_blocks=4), (3, 8, 8)
-
-
+#: network name -> (the network, a batch of its images), from the CNN's and WRN's tests.
 NETWORKS = {
-    "cnn": partial(_small_cnn, False),
-    "cnn-bn": partial(_small_cnn, True),
-    "wrn": _wrn,
+    "cnn": lambda: (test_cnn.make_cnn(batch_norm=False), test_cnn.images()),
+    "cnn-bn": lambda: (test_cnn.make_cnn(batch_norm=True), test_cnn.images()),
+    "wrn": lambda: (test_wrn.make_wrn(), test_wrn.images()),
 }
 
 
@@ -40,15 +31,9 @@ def _conv_site_indices(module):
 
 @pytest.mark.parametrize("network", list(NETWORKS))
 def test_candidate_response_is_the_added_channels_post_activation(network):
-    module, shape = NETWORKS[network]()
-    X = torch.randn(10, *shape, generator=torch.Generator().manual_seed(1))
+    module, X = NETWORKS[network]()
     # Non-trivial BatchNorm statistics: the old channels' entries are not the identity.
-    opt = torch.optim.SGD(module.parameters(), lr=0.05)
-    module.train()
-    for _ in range(3):
-        opt.zero_grad()
-        module(X).square().mean().backward()
-        opt.step()
+    test_cnn.train_a_little(module, X)
     g = torch.Generator().manual_seed(2)
     indices = _conv_site_indices(module)
     assert indices
