@@ -53,6 +53,7 @@ The matrix assumes the new channels reach the consumer unchanged apart from the 
 0 at 0, which is why ``M`` is built from ``x`` and ``delta`` directly and not by autograd.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -389,6 +390,7 @@ def site_auxiliary_gradient(
     return G * (norm_scale if norm_scale is not None else 1 / math.sqrt(norm_eps))
 
 
+@functools.lru_cache(maxsize=64)
 def _zero_channel_route(pool, mid, device):
     """Where ``pool`` routes the gradient of an all-zero channel: for each pooled
     position (flat), the one producer-output position (flat) that receives it, or None
@@ -396,7 +398,8 @@ def _zero_channel_route(pool, mid, device):
 
     A max-pool over an all-zero map ties in every window, and its backward sends each
     window's gradient to the element torch picks for the tie (the first); new channels
-    with zero fan-in are all-zero in the training step that ``G`` describes."""
+    with zero fan-in are all-zero in the training step that ``G`` describes. Cached: a
+    site asks at every step with the same pool and map size (the tensors are only read)."""
     with torch.enable_grad():
         z = torch.zeros(1, 1, *mid, dtype=torch.float64, device=device, requires_grad=True)
         out = pool(z)
