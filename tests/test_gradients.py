@@ -575,3 +575,76 @@ def test_default_gradient_strategies_grow_where_eq6_does_not():
     assert all(w > 32 for w in default.hidden_layer_sizes_)
     trigger = dict(default.net_.callbacks_)["growth"].trigger_
     assert (trigger.norms, trigger.scale) == ("updates", 0.5)
+
+
+# --- G's left factor: fewer columns than G when the batch is small ------------------------
+
+
+def _small_batch_case(make_mlp):
+    """A batch of 8 samples through a 30-input, 25-20 network: ``G`` of site 0 is 20 x 30
+    with rank <= 8, so its left factor needs 8 columns."""
+    module = make_mlp(n_features=30, hidden=(25, 20), n_outputs=4, trained=0.5)
+    X, y = batch(n=8, n_features=30, n_classes=4, seed=3)
+    return module, X, y
+
+
+def test_left_factor_keeps_G_s_spectrum_and_left_vectors_in_a_batch_s_columns(make_mlp):
+    module, X, y = _small_batch_case(make_mlp)
+    grads = recorded_step(module, X, y)[0]
+    G = auxiliary_gradient(module, X, y, 0).double()
+    C = grads.left_factor
+    assert C.dtype == torch.float64 and C.shape == (20, 8)
+    torch.testing.assert_close(C @ C.T, G @ G.T, rtol=1e-5, atol=1e-9)
+    s_C, s_G = torch.linalg.svdvals(C), torch.linalg.svdvals(G)
+    torch.testing.assert_close(s_C, s_G[:8], rtol=1e-5, atol=1e-9)
+    assert torch.all(s_G[8:] < 1e-5 * s_G[0])  # G's rank is the batch's
+    # Where the batch is not smaller than G's shorter side the factor is G itself.
+    wide = recorded_step(module, *batch(n=40, n_features=30, n_classes=4))[0]
+    torch.testing.assert_close(wide.left_factor, wide.G.double(), rtol=0, atol=0)
+
+
+def test_gradmax_and_trigger_on_the_left_factor_match_G_s_svd(make_mlp):
+    module, X, y = _small_batch_case(make_mlp)
+    context = GrowthContext(module, gradients=recorded_step(module, X, y))
+    site = module.growth_sites()[0]
+    U, s, _ = np.linalg.svd(auxiliary_gradient(module, X, y, 0).double().numpy())
+    k = 3
+    assert np.all(s[:k] > 1.05 * s[1 : k + 1])
+    new = GradMaxInit()(0, site, k, context, torch.Generator().manual_seed(0))
+    fan_out = torch.cat(new.fan_out).double().numpy()
+    cos = np.abs(np.sum(fan_out * U[:, :k], axis=0)) / np.linalg.norm(fan_out, axis=0)
+    np.testing.assert_allclose(cos, 1.0, atol=1e-6)
+    counts = []
+    for fraction in (1.01, 0.99, 0.5, 0.2, 0.05):
+        trigger = GradientTrigger(norms="gradients")
+        trigger.scale = fraction * s[0] / (trigger.threshold(context.gradients(0)) / 0.5)
+        decision = trigger(0, site, context)
+        assert decision.n_neurons == int(np.sum(s > decision.threshold))
+        if decision.n_neurons:
+            assert decision.metric == pytest.approx(s[0], rel=1e-6)
+        counts.append(decision.n_neurons)
+    assert counts[0] == 0 and counts[1] == 1 and max(counts) >= 3, counts
+
+
+def test_a_gradmax_fit_grows_the_same_on_the_left_factor_as_on_G(monkeypatch):
+    from sklearn_north import GrowingMLPClassifier
+    from sklearn_north.growth.gradients import SiteGradients
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 60)).astype(np.float32)
+    y = (X[:, :5].sum(axis=1) > 0).astype(int) + 2 * (X[:, 5] > 0)
+    params = dict(strategy="gradmax", hidden_layer_sizes=(24, 24), max_hidden_layer_sizes=80,
+                  batch_size=16, max_epochs=3, random_state=0)  # fmt: skip
+    reduced = GrowingMLPClassifier(**params).fit(X, y)
+    monkeypatch.setattr(SiteGradients, "left_factor", property(lambda g: g.G.double()))
+    plain = GrowingMLPClassifier(**params).fit(X, y)
+    columns = ["step", "layer", "n_added"]
+    assert len(reduced.growth_history_) > 10
+    assert reduced.growth_history_[columns].equals(plain.growth_history_[columns])
+    np.testing.assert_allclose(
+        reduced.growth_history_["metric"], plain.growth_history_["metric"], rtol=1e-4
+    )
+    assert reduced.hidden_layer_sizes_[0] > 24 + 16  # grown past the batch size
+    np.testing.assert_allclose(
+        reduced.predict_proba(X), plain.predict_proba(X), rtol=1e-4, atol=1e-5
+    )

@@ -76,6 +76,7 @@ class SiteGradients:
     bias_update: torch.Tensor | None = None
     fan_out_update: torch.Tensor | None = None
     _G: torch.Tensor | None = field(default=None, repr=False)
+    _left_factor: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def n_samples(self):
@@ -87,6 +88,28 @@ class SiteGradients:
         if self._G is None:
             self._G = self.delta.T @ self.inputs
         return self._G
+
+    @property
+    def left_factor(self):
+        """A float64 matrix ``C`` with ``C C^T = G G^T``: ``G``'s singular values and left
+        singular vectors, with at most as many columns as the batch has samples.
+
+        ``G = delta^T X`` has rank at most ``n`` (the samples). When ``n`` is below ``G``'s
+        shorter side, a thin QR ``X^T = Q R`` (``Q`` orthonormal columns, ``R`` n x n) gives
+        ``G = (delta^T R^T) Q^T``, and ``C = delta^T R^T`` keeps everything but ``G``'s right
+        singular vectors. On MNIST's first layer (``G`` up to 784 x 784, batch 128) this
+        turns a 784-column Gram and its factorisation into a 128-column one. Otherwise
+        ``C`` is ``G`` in float64.
+        """
+        if self._left_factor is None:
+            with torch.no_grad():
+                n, n_out, fan_in = *self.inputs.shape, self.delta.shape[1]
+                if n < min(n_out, fan_in):
+                    R = torch.linalg.qr(self.inputs.detach().double().T, mode="r").R
+                    self._left_factor = self.delta.detach().double().T @ R.T
+                else:
+                    self._left_factor = self.G.detach().double()
+        return self._left_factor
 
     def fan_in_grad_norms(self, include_bias=True, updates=False):
         """``||dL/dw_m^in||`` per existing neuron (M,).
@@ -172,6 +195,13 @@ class ConvSiteGradients(SiteGradients):
 
     def _map_size(self, site):
         return _map_size(site, self.inputs)
+
+    @property
+    def left_factor(self):
+        # A conv site's G sums over map positions too: the batch does not bound its rank.
+        if self._left_factor is None:
+            self._left_factor = self.G.detach().double()
+        return self._left_factor
 
     @property
     def G(self):

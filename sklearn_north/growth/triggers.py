@@ -368,20 +368,22 @@ class GradientTrigger(Trigger):
             bound_pays = 2 * n_out <= fan_in and n_samples * n_out * fan_in > SMALL_G
         if bound_pays and _sigma_max_bound_without_G(grads) <= threshold:
             return TriggerDecision(0, float("nan"), threshold)
-        G = grads.G
-        # The margin covers the norm's float32 rounding.
-        if float(torch.linalg.vector_norm(G)) * (1 + 1e-5) <= threshold:
-            return TriggerDecision(0, float("nan"), threshold)
-        if self.method == "svd":
+        if self.method == "svd":  # the reference: G's own singular values
+            G = grads.G
             n = metrics.count_singular_values_above(G, threshold, self.method)
             if n == 0:
                 return TriggerDecision(0, float("nan"), threshold)
             metric = float(torch.linalg.matrix_norm(host(G.detach()).double(), ord=2))
             return TriggerDecision(n, metric, threshold)
-        # The count's own Gram (of G's shorter side, as count_singular_values_above forms
+        # C C^T = G G^T with at most a batch's columns: the same singular values.
+        C = grads.left_factor
+        # ||C||_F = ||G||_F; the margin covers G's float32 rounding.
+        if float(torch.linalg.vector_norm(C)) * (1 + 1e-5) <= threshold:
+            return TriggerDecision(0, float("nan"), threshold)
+        # The count's own Gram (of C's shorter side, as count_singular_values_above forms
         # it) also gives sigma_max: its largest eigenvalue, at a fraction of the cost of
         # the SVD of G that the 2-norm takes.
-        gram = metrics.gram(G if G.shape[0] >= G.shape[1] else G.T)
+        gram = metrics.gram(C if C.shape[0] >= C.shape[1] else C.T)
         n = metrics.count_eigenvalues_above(gram, threshold * threshold, self.method)
         metric = float("nan")
         if n > 0:
