@@ -22,6 +22,7 @@ from sklearn_north.growth import (
     add_neurons,
 )
 from sklearn_north.growth.initializers import (
+    _lower_quantile_value,
     mean_fan_in_norm,
     mean_fan_out_norm,
     top_left_singular_vectors,
@@ -262,6 +263,20 @@ def test_firefly_candidates_match_their_definition(setup, index):
 
 
 # --- NeST ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("q", [0.0, 0.1, 0.4, 0.5, 0.73, 0.999])
+@pytest.mark.parametrize("ties", [False, True])
+def test_nest_cutoff_keeps_what_torch_quantile_keeps(q, ties):
+    g = torch.Generator().manual_seed(int(q * 1000) + ties)
+    for shape in [(1, 1), (1, 7), (13, 17), (64, 40)]:
+        A = torch.randn(shape, generator=g).abs()
+        if ties:  # many equal values, the interpolated quantile between two of them
+            A = (A * 3).round()
+        cutoff = _lower_quantile_value(A, q)
+        expected = A > torch.quantile(A.flatten(), q)
+        torch.testing.assert_close(A > cutoff, expected, rtol=0, atol=0)
+        assert cutoff <= float(torch.quantile(A.flatten(), q))
 
 
 def test_nest_follows_G_and_changes_the_function(make_mlp):

@@ -35,6 +35,7 @@ taken.
 import math
 import numbers
 
+import numpy as np
 import torch
 
 from . import metrics
@@ -770,8 +771,9 @@ class NeSTInit(Initializer):
 
     def __call__(self, index, site, k, context, generator):
         grads = context.gradients(index)
-        A = grads.G.detach().double().abs()
-        kept = A * (A > torch.quantile(A.flatten(), float(self.quantile)))
+        G = grads.G.detach()
+        A = G.double().abs()
+        kept = A * (A > _lower_quantile_value(G.abs(), float(self.quantile)))
         in_mass = kept.sum(dim=0).sqrt().cpu()  # (fan_in,)
         out_mass = kept.sum(dim=1).sqrt()  # (n_out,)
         signs = torch.randint(0, 2, (k, in_mass.numel()), generator=generator) * 2 - 1
@@ -792,6 +794,20 @@ class NeSTInit(Initializer):
             bias=site.producer.weight.new_zeros(k),
             fan_out=_fan_out_blocks(site, grads, fan_out),
         )
+
+
+def _lower_quantile_value(values, q):
+    """The order statistic ``v`` of ``values`` below (or at) their ``q``-quantile, such that
+    ``values > v`` keeps exactly the entries ``values > torch.quantile(values, q)`` keeps.
+
+    ``torch.quantile`` interpolates between the sorted values at ``floor(q (N - 1))`` and
+    the next; no value lies strictly between those two, so "above the interpolated
+    quantile" and "above the lower one" select the same entries. One partial sort
+    (``numpy.partition``) instead of ``torch.quantile``'s full sort: 0.5 ms against 36 ms
+    for a 640 x 784 ``G``."""
+    flat = host(values.detach()).flatten().numpy()
+    position = math.floor(q * (flat.size - 1))
+    return float(np.partition(flat, position)[position])
 
 
 #: Initializer classes by name.
