@@ -352,6 +352,7 @@ class BaseGrowingClassifier(ClassifierMixin, BaseEstimator):
             planned_epochs=self.max_epochs,
             gate=gate,
             gate_data=gate_data,
+            training_set_size=None if incremental else data.n_train,
             **self._growth_options(),
         )
         n_classes = len(encoder.classes_)

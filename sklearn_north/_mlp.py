@@ -82,7 +82,9 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
     buffer_size : int or None, default=None
         Recent training samples on which activations are measured. ``None``: twice the
         largest maximum width. Must be larger than every maximum width for the strategies
-        that measure activations (the metric needs more samples than neurons).
+        that measure activations (the metric needs more samples than neurons). When
+        ``fit``'s training set is no larger, the buffer is the training set itself, each
+        sample once (repeats would add nothing but cost).
     activation_source : {"buffer", "training"}, default="buffer"
         Where the activation trigger and ``north-select``/``north-pre`` read activations.
         ``"buffer"`` (the paper): a forward pass of the sample buffer with the current

@@ -261,6 +261,86 @@ def test_default_buffer_size_and_first_buffer(data, make_growth_net):
     assert set(cb.trigger_.baselines_) == {0, 1}
 
 
+class BufferSpy(ActivationTrigger):
+    """Never fires (gamma 2); keeps the buffer's samples at every evaluation."""
+
+    def __init__(self):
+        super().__init__(gamma=2.0)
+        self.seen_ = []
+
+    def __call__(self, index, site, context):
+        if index == 0:
+            self.seen_.append(context.samples.numpy().copy())
+        return super().__call__(index, site, context)
+
+
+def test_a_buffer_larger_than_the_training_set_is_the_training_set(data, make_growth_net):
+    X, y = data
+    callback = GrowthCallback(
+        BufferSpy(), RandomInit(), trigger_interval=1, buffer_size=200,
+        training_set_size=N_SAMPLES,
+    )  # fmt: skip
+    net = make_growth_net(callback, max_epochs=3)
+    net.fit(X, y)
+    cb = growth_of(net)
+    assert cb.buffer_.capacity == N_SAMPLES
+    training_set = sorted(map(tuple, X))
+    # At every evaluation, each training sample once (the buffer is never extended).
+    assert len(cb.trigger_.seen_) == 3 * STEPS_PER_EPOCH
+    for samples in cb.trigger_.seen_:
+        assert sorted(map(tuple, samples)) == training_set
+    # Without training_set_size (partial_fit's case) it rolls: repeats of the samples.
+    rolling = GrowthCallback(BufferSpy(), RandomInit(), trigger_interval=1, buffer_size=200)
+    net = make_growth_net(rolling, max_epochs=3)
+    net.fit(X, y)
+    samples = growth_of(net).buffer_.samples().numpy()
+    assert len(samples) == 200 and len({tuple(r) for r in samples}) == N_SAMPLES
+
+
+def test_the_training_set_buffer_keeps_the_auto_interval_of_its_nominal_size(data, make_growth_net):
+    X, y = data
+    callback = GrowthCallback(
+        ScriptedTrigger(()), RandomInit(), trigger_interval="auto", buffer_size=128,
+        training_set_size=N_SAMPLES,
+    )  # fmt: skip
+    net = make_growth_net(callback, max_epochs=4)
+    net.fit(X, y)
+    cb = growth_of(net)
+    assert cb.buffer_.capacity == N_SAMPLES
+    assert cb.interval_cap_ == 128 // BATCH
+    assert cb.trigger_.steps_ == auto_schedule(4 * STEPS_PER_EPOCH, 128 // BATCH, set())
+
+
+def test_a_continuation_rolls_new_samples_into_the_training_set_buffer(data, make_growth_net):
+    X, y = data
+    callback = GrowthCallback(
+        ActivationTrigger(gamma=2.0), RandomInit(), buffer_size=200, training_set_size=N_SAMPLES
+    )
+    net = make_growth_net(callback, max_epochs=1)
+    net.fit(X, y)
+    X_new = X[:32] + 100.0  # other samples, one epoch of them (2 steps)
+    net.partial_fit(X_new, y[:32])
+    samples = {tuple(r) for r in growth_of(net).buffer_.samples().numpy()}
+    assert {tuple(r) for r in X_new} <= samples
+    assert len(samples) == N_SAMPLES  # the 32 oldest rows made room
+
+
+def test_fit_passes_the_training_set_size_and_partial_fit_does_not():
+    from sklearn_north import GrowingMLPClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    params = dict(strategy="north-select", hidden_layer_sizes=(4,), max_hidden_layer_sizes=100,
+                  max_epochs=3, random_state=0)  # fmt: skip
+    fitted = GrowingMLPClassifier(**params).fit(X, y)  # 150 samples, a buffer of 200
+    buffer = growth_of(fitted.net_).buffer_
+    assert buffer.capacity == 150
+    assert sorted(map(tuple, buffer.samples().numpy())) == sorted(map(tuple, X))
+    partial = GrowingMLPClassifier(**params).partial_fit(X, y, classes=[0, 1])
+    assert growth_of(partial.net_).buffer_.capacity == 200
+
+
 @pytest.mark.parametrize("buffer_size, ok", [(5, False), (6, False), (7, True)])
 def test_buffer_must_exceed_the_widest_dense_layer(data, make_growth_net, buffer_size, ok):
     # max_hidden=(6, 5): on n <= 6 samples the first layer's metric is capped at n / M.

@@ -104,6 +104,15 @@ class GrowthCallback(Callback):
         ``False`` accepts a ``buffer_size`` no larger than a dense site's maximum width:
         the paper's CNN protocol measures the current mini-batch, which caps the rank of
         its dense layers' activations at the batch size (the paper's behaviour).
+    training_set_size : int or None, default=None
+        The number of training samples, where every training call sees the same ones
+        (``fit``). When the buffer's capacity is at least that, the buffer holds the
+        training set itself, each sample once, and is not extended: the last
+        ``buffer_size`` samples would be the same samples repeated, which add nothing to
+        the metric (a set repeated ``r`` times has the same normalised spectrum) and
+        multiply the cost of every evaluation by ``r``. The auto interval still waits up
+        to ``buffer_size / batch_size`` steps. ``None`` (``partial_fit``, whose later
+        calls may bring new samples): the buffer rolls at its capacity.
 
     Attributes
     ----------
@@ -137,6 +146,7 @@ class GrowthCallback(Callback):
         gate=None,
         gate_data=None,
         strict_buffer=True,
+        training_set_size=None,
     ):
         self.trigger = trigger
         self.initializer = initializer
@@ -149,6 +159,7 @@ class GrowthCallback(Callback):
         self.gate = gate
         self.gate_data = gate_data
         self.strict_buffer = strict_buffer
+        self.training_set_size = training_set_size
 
     # -- skorch hooks -------------------------------------------------------------------
 
@@ -238,6 +249,10 @@ class GrowthCallback(Callback):
             if hasattr(self.trigger_, "initialize"):
                 self.trigger_.initialize(sites, context)
             self._started = True
+        else:
+            # A continuation may train on other samples: from now on the buffer rolls
+            # (at the capacity it has) as for partial_fit.
+            self._buffer_is_training_set = False
         if self._records_activations():
             # Seeded with the buffer's activations so that n > M from the first step.
             self._detach_activation_recorder()
@@ -258,7 +273,11 @@ class GrowthCallback(Callback):
         if not training or not self._can_grow():
             return
         self.step_ += 1
-        if self.buffer_ is not None and not self._records_activations():
+        if (
+            self.buffer_ is not None
+            and not self._records_activations()
+            and not getattr(self, "_buffer_is_training_set", False)
+        ):
             self.buffer_.extend(_as_tensor(batch[0], net.device))
         if self.trigger_interval == AUTO_INTERVAL:
             if self.step_ >= self._next_evaluation:
@@ -405,6 +424,10 @@ class GrowthCallback(Callback):
 
     def _first_buffer(self, X, sites, device):
         capacity = self._buffer_capacity(sites)
+        size = self.training_set_size
+        self._buffer_is_training_set = size is not None and capacity >= size
+        if self._buffer_is_training_set:
+            capacity = size
         buffer = SampleBuffer(capacity)
         n_samples = X.shape[0] if sparse.issparse(X) else len(X)  # sparse has no len
         rows = torch.randperm(n_samples, generator=self._generator)[: min(capacity, n_samples)]
