@@ -19,6 +19,8 @@ from sklearn_north.growth import (
 )
 from sklearn_north.growth.initializers import (
     _column_space,
+    _kernel_draws,
+    _numerical_rank,
     _ResidualScorer,
     mean_fan_in_norm,
     orthogonal_residual_norms,
@@ -306,19 +308,42 @@ def test_preactivation_rejects_an_invalid_inverse_cutoff(make_mlp, inputs, cutof
     [((30, 8), 8), ((30, 8), 5), ((30, 40), 30), ((30, 40), 12), ((30, 30), 30)],
     ids=["independent", "dependent", "full-row-rank", "wide-dependent", "square"],
 )
-def test_column_space_matches_the_svd(shape, rank):
+def test_column_space_and_its_complement_match_the_svd(shape, rank):
     g = generator(3)
     B = torch.randn(shape[0], rank, generator=g, dtype=torch.float64) @ torch.randn(
         rank, shape[1], generator=g, dtype=torch.float64
     )
-    Q = _column_space(B)
-    if rank >= shape[0]:  # B spans everything: nothing is orthogonal to it
-        assert Q is None
-        return
-    assert Q.shape == (shape[0], np.linalg.matrix_rank(B.numpy()))
+    assert _numerical_rank(torch.linalg.svdvals(B), B.shape) == rank
+    U = torch.linalg.svd(B).U
+    Q = _column_space(B, rank)
+    N = _column_space(B, rank, complement=True)
+    assert Q.shape == (shape[0], rank) and N.shape == (shape[0], shape[0] - rank)
     torch.testing.assert_close(Q.T @ Q, torch.eye(rank, dtype=torch.float64))
-    U = torch.linalg.svd(B, full_matrices=False).U[:, :rank]
-    torch.testing.assert_close(Q @ Q.T, U @ U.T)  # the same projector
+    torch.testing.assert_close(N.T @ N, torch.eye(shape[0] - rank, dtype=torch.float64))
+    # The same projectors as the SVD's.
+    torch.testing.assert_close(Q @ Q.T, U[:, :rank] @ U[:, :rank].T)
+    torch.testing.assert_close(N @ N.T, U[:, rank:] @ U[:, rank:].T)
+
+
+@pytest.mark.parametrize("M", [3, 9, 12])
+def test_kernel_draws_are_a_standard_gaussian_projected_onto_the_complement(M):
+    # M = 3: the complement is the wider part (draws projected); 9: the narrower
+    # (drawn in its basis); 12: B spans everything.
+    B = torch.randn(12, M, generator=generator(5), dtype=torch.float64)
+    eye = torch.eye(12, dtype=torch.float64)
+    mapped = _kernel_draws(B, 40000, generator(6), eye)
+    if M == 12:
+        assert mapped is None
+        return
+    projector = eye - B @ torch.linalg.pinv(B)
+    assert float((B.T @ mapped).abs().max()) < 1e-10  # orthogonal to every existing column
+    # Covariance of the projection of N(0, I_12) onto the complement: the projector.
+    torch.testing.assert_close(mapped @ mapped.T / 40000, projector, rtol=0, atol=0.03)
+    # A basis maps the same draws.
+    basis = torch.randn(4, 12, generator=generator(7), dtype=torch.float64)
+    torch.testing.assert_close(
+        _kernel_draws(B, 50, generator(6), basis), basis @ _kernel_draws(B, 50, generator(6), eye)
+    )
 
 
 def test_preactivation_with_a_duplicated_neuron(make_mlp, inputs):

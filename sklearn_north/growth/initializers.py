@@ -123,20 +123,18 @@ def _numerical_rank(s, shape):
     return int((s > tol).sum())
 
 
-def _column_space(B):
-    """Orthonormal basis of the column space of ``B`` (r x M) at ``matrix_rank``'s
-    tolerance, or ``None`` when it is all of ``R^r``.
+def _column_space(B, rank, complement=False):
+    """Orthonormal basis of the column space of ``B`` (r x M) of numerical rank ``rank``
+    (r x rank), or of its orthogonal complement (r x (r - rank)) with ``complement``.
 
-    The singular values decide the rank; the vectors come from a QR when the columns are
-    independent (the usual case: same span, ~3x cheaper than the SVD's vectors) and from
-    the SVD otherwise.
+    From a QR when the columns are independent (the usual case: ~3x cheaper than the
+    SVD's vectors), from the SVD otherwise.
     """
-    rank = _numerical_rank(torch.linalg.svdvals(B), B.shape)
-    if rank >= B.shape[0]:
-        return None
     if rank == B.shape[1]:
-        return torch.linalg.qr(B).Q
-    return torch.linalg.svd(B, full_matrices=False).U[:, :rank]
+        Q = torch.linalg.qr(B, mode="complete" if complement else "reduced").Q
+    else:
+        Q = torch.linalg.svd(B, full_matrices=complement).U
+    return Q[:, rank:] if complement else Q[:, :rank]
 
 
 def _row_space(W):
@@ -387,13 +385,13 @@ class PreActivationInit(Initializer):
         b = producer.bias.detach().double() if producer.bias is not None else W.new_zeros(len(W))
         # Existing pre-activations in the orthonormal basis U = X V / sv: Z = U B.
         B = (V.T @ torch.cat([W, b[:, None]], dim=1).T) * sv[:, None]
-        a = _kernel_draws(B, n_cand, generator)
-        if a is None:
-            return self._random_candidates(index, site, k, n_cand, context, generator)
         # float64: this sum cancels heavily (kernel directions have singular values ~1e4
         # below the largest); in float32 the candidates lose their orthogonality and, on
         # MNIST, the first layer stalled at 548 neurons.
-        w_aug = (V @ (a / sv[:, None])).T  # (n_cand, fan_in + 1)
+        w_aug = _kernel_draws(B, n_cand, generator, V / sv)  # V a / sv, (fan_in + 1, n_cand)
+        if w_aug is None:
+            return self._random_candidates(index, site, k, n_cand, context, generator)
+        w_aug = w_aug.T
         w, factors = rescale_rows(w_aug[:, :-1], mean_fan_in_norm(site))
         bias = w_aug[:, -1] * factors
         w = w.reshape(n_cand, *site.fan_in_shape)
@@ -443,12 +441,11 @@ class PreActivationInit(Initializer):
         # The existing pre-activations Z = A [W, b]^T in the basis U: Z = U B with
         # B = U^T Z = sv V^T [W, b]^T, the feature path's B.
         B = U.T @ (_matmul_float64(X, W.T) + b)
-        a = _kernel_draws(B, n_cand, generator)
-        if a is None:
-            return self._random_candidates(index, site, k, n_cand, context, generator)
         # w = V a / sv = A^T c with c = U a / sv^2: a candidate's fan-in is X^T c, its
         # bias sum(c), its pre-activations A A^T c = X X^T c + sum(c) (= U a).
-        C = U @ (a / eig[:, None])  # (n, n_cand)
+        C = _kernel_draws(B, n_cand, generator, U / eig)  # (n, n_cand)
+        if C is None:
+            return self._random_candidates(index, site, k, n_cand, context, generator)
         XXc = context.input_sample_gram(index) @ C
         bias = C.sum(dim=0)
         # |X^T c|^2 = c^T X X^T c: the fan-in norms without the fan-in vectors.
@@ -465,16 +462,30 @@ class PreActivationInit(Initializer):
         )
 
 
-def _kernel_draws(B, n_cand, generator):
-    """``n_cand`` Gaussian coefficient vectors (columns, float64) in the orthonormal basis
-    where the existing pre-activations are the columns of ``B`` (r x M), with their part in
-    ``B``'s column space removed; ``None`` when that space is all of ``R^r``."""
-    Qb = _column_space(B)
-    if Qb is None:
+def _kernel_draws(B, n_cand, generator, basis):
+    """``basis @ a`` for ``n_cand`` Gaussian coefficient vectors ``a`` (columns, float64) in
+    the orthonormal basis where the existing pre-activations are the columns of ``B``
+    (r x M), with their part in ``B``'s column space removed; ``None`` when that space is
+    all of ``R^r`` (rank at ``matrix_rank``'s tolerance).
+
+    A standard Gaussian of ``R^r`` projected onto the complement is a standard Gaussian of
+    the complement. Where the complement is the narrower part (a layer close to its
+    input's rank: e.g. 120 of 641 dimensions) the draws are made there directly, in an
+    orthonormal basis ``N`` of it, and ``basis @ N`` is formed before them; otherwise
+    ``r``-dimensional draws are projected. The same distribution either way, at the cost
+    of the smaller side.
+    """
+    r = B.shape[0]
+    rank = _numerical_rank(torch.linalg.svdvals(B), B.shape)
+    if rank >= r:
         return None
-    a = torch.randn(B.shape[0], n_cand, generator=generator, dtype=torch.float64)
-    a = a.to(B.device)
-    return a - Qb @ (Qb.T @ a)
+    if r - rank <= rank:
+        N = _column_space(B, rank, complement=True)
+        g = torch.randn(r - rank, n_cand, generator=generator, dtype=torch.float64)
+        return (basis @ N) @ g.to(B.device)
+    Qb = _column_space(B, rank)
+    a = torch.randn(r, n_cand, generator=generator, dtype=torch.float64).to(B.device)
+    return basis @ (a - Qb @ (Qb.T @ a))
 
 
 def _matmul_float64(A, B):
