@@ -221,6 +221,31 @@ def test_trigger_skips_G_below_a_bound_that_does_not_need_it(make_mlp, monkeypat
             assert record._G is not None
 
 
+def test_the_bound_uses_the_sample_gram_when_the_batch_is_smaller(make_mlp, monkeypatch):
+    # n = 8 samples, 30 consumers: the bound's S is delta delta^T (8 x 8), whose non-zero
+    # eigenvalues are delta^T delta's; G (30 x 100) is never formed above the bound.
+    monkeypatch.setattr(triggers, "SMALL_G", 0)
+    module = make_mlp(n_features=100, hidden=(40, 30), n_outputs=3, trained=0.5)
+    site = module.growth_sites()[0]
+    for seed in range(4):
+        X, y = batch(n=8, n_features=100, n_classes=3, seed=seed)
+        grads = recorded_step(module, X, y)
+        record = grads[0]
+        bound = triggers._sigma_max_bound_without_G(record)
+        delta, inputs = record.delta.double(), record.inputs.double()
+        expected = float((delta @ delta.T).abs().sum(1).max().sqrt() * inputs.norm())
+        assert bound == pytest.approx(expected, rel=1e-3)
+        assert float(torch.linalg.matrix_norm(delta.T @ inputs, ord=2)) < bound
+        base = eq6_trigger().threshold(record)
+        assert (
+            eq6_trigger(scale=1.001 * bound / base)(
+                0, site, GrowthContext(module, gradients=grads)
+            ).n_neurons
+            == 0
+        )
+        assert record._G is None and record._left_factor is None
+
+
 def test_small_G_is_formed_without_the_bound_and_decides_the_same(make_mlp, monkeypatch):
     module = make_mlp(n_features=20, hidden=(4, 6), n_outputs=3, trained=0.5)
     site = module.growth_sites()[0]
