@@ -628,6 +628,23 @@ def test_left_factor_keeps_G_s_spectrum_and_left_vectors_in_a_batch_s_columns(ma
     torch.testing.assert_close(wide.left_factor, wide.G.double(), rtol=0, atol=0)
 
 
+def test_left_factor_falls_back_to_a_qr_where_the_batch_gram_is_singular(make_mlp, monkeypatch):
+    module, X, y = _small_batch_case(make_mlp)
+    X[3] = 0.0  # an all-zero sample: X X^T has a zero row, no Cholesky factor
+    qr_calls = []
+    qr = torch.linalg.qr
+    monkeypatch.setattr(torch.linalg, "qr", lambda *a, **k: qr_calls.append(1) or qr(*a, **k))
+    grads = recorded_step(module, X, y)[0]
+    G = auxiliary_gradient(module, X, y, 0).double()
+    C = grads.left_factor
+    assert qr_calls and C.shape == (20, 8)
+    torch.testing.assert_close(C @ C.T, G @ G.T, rtol=1e-5, atol=1e-9)
+    # A regular batch takes the Cholesky factor.
+    qr_calls.clear()
+    grads = recorded_step(module, *_small_batch_case(make_mlp)[1:])[0]
+    assert grads.left_factor.shape == (20, 8) and not qr_calls
+
+
 def test_gradmax_and_trigger_on_the_left_factor_match_G_s_svd(make_mlp):
     module, X, y = _small_batch_case(make_mlp)
     context = GrowthContext(module, gradients=recorded_step(module, X, y))

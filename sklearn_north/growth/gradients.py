@@ -95,18 +95,23 @@ class SiteGradients:
         singular vectors, with at most as many columns as the batch has samples.
 
         ``G = delta^T X`` has rank at most ``n`` (the samples). When ``n`` is below ``G``'s
-        shorter side, a thin QR ``X^T = Q R`` (``Q`` orthonormal columns, ``R`` n x n) gives
-        ``G = (delta^T R^T) Q^T``, and ``C = delta^T R^T`` keeps everything but ``G``'s right
-        singular vectors. On MNIST's first layer (``G`` up to 784 x 784, batch 128) this
-        turns a 784-column Gram and its factorisation into a 128-column one. Otherwise
-        ``C`` is ``G`` in float64.
+        shorter side, any ``L`` (n x n) with ``L L^T = X X^T`` gives ``C = delta^T L``:
+        ``C C^T = delta^T X X^T delta = G G^T``. ``L`` is the Cholesky factor of the
+        float64 ``X X^T`` (backward stable: as accurate as the float64 Gram of ``G``), or,
+        where that is singular to working precision (a sample repeated in the batch, an
+        all-zero row), ``R^T`` from a thin QR ``X^T = Q R``. On MNIST's first layer (``G``
+        up to 784 x 784, batch 128) this turns a 784-column Gram and its factorisation
+        into a 128-column one. Otherwise ``C`` is ``G`` in float64.
         """
         if self._left_factor is None:
             with torch.no_grad():
                 n, n_out, fan_in = *self.inputs.shape, self.delta.shape[1]
                 if n < min(n_out, fan_in):
-                    R = torch.linalg.qr(self.inputs.detach().double().T, mode="r").R
-                    self._left_factor = self.delta.detach().double().T @ R.T
+                    X = self.inputs.detach().double()
+                    L, info = torch.linalg.cholesky_ex(X @ X.T)
+                    if int(info) != 0:
+                        L = torch.linalg.qr(X.T, mode="r").R.T
+                    self._left_factor = self.delta.detach().double().T @ L
                 else:
                     self._left_factor = self.G.detach().double()
         return self._left_factor
