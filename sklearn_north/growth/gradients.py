@@ -91,8 +91,8 @@ class SiteGradients:
 
     @property
     def left_factor(self):
-        """A float64 matrix ``C`` with ``C C^T = G G^T``: ``G``'s singular values and left
-        singular vectors, with at most as many columns as the batch has samples.
+        """A matrix ``C`` with ``C C^T = G G^T``: ``G``'s singular values and left singular
+        vectors, with at most as many columns as the batch has samples.
 
         ``G = delta^T X`` has rank at most ``n`` (the samples). When ``n`` is below ``G``'s
         shorter side, any ``L`` (n x n) with ``L L^T = X X^T`` gives ``C = delta^T L``:
@@ -101,7 +101,7 @@ class SiteGradients:
         where that is singular to working precision (a sample repeated in the batch, an
         all-zero row), ``R^T`` from a thin QR ``X^T = Q R``. On MNIST's first layer (``G``
         up to 784 x 784, batch 128) this turns a 784-column Gram and its factorisation
-        into a 128-column one. Otherwise ``C`` is ``G`` in float64.
+        into a 128-column one (float64). Otherwise ``C`` is ``G`` itself.
         """
         if self._left_factor is None:
             with torch.no_grad():
@@ -113,7 +113,7 @@ class SiteGradients:
                         L = torch.linalg.qr(X.T, mode="r").R.T
                     self._left_factor = self.delta.detach().double().T @ L
                 else:
-                    self._left_factor = self.G.detach().double()
+                    self._left_factor = self.G
         return self._left_factor
 
     def fan_in_grad_norms(self, include_bias=True, updates=False):
@@ -204,9 +204,7 @@ class ConvSiteGradients(SiteGradients):
     @property
     def left_factor(self):
         # A conv site's G sums over map positions too: the batch does not bound its rank.
-        if self._left_factor is None:
-            self._left_factor = self.G.detach().double()
-        return self._left_factor
+        return self.G
 
     @property
     def G(self):

@@ -587,7 +587,8 @@ class GradMaxInit(Initializer):
 
     def __call__(self, index, site, k, context, generator):
         grads = context.gradients(index)
-        G = grads.left_factor  # G's left singular vectors, at most a batch's columns
+        # G's left singular vectors, from at most a batch's columns where G has more.
+        G = grads.left_factor.detach().double()
         U = top_left_singular_vectors(host(G), k).to(G.device)
         if U.shape[1] < k:
             U = torch.cat([U, _random_directions(G.shape[0], k - U.shape[1], generator, U)], 1)

@@ -377,7 +377,7 @@ class GradientTrigger(Trigger):
             return TriggerDecision(n, metric, threshold)
         # C C^T = G G^T with at most a batch's columns: the same singular values.
         C = grads.left_factor
-        # ||C||_F = ||G||_F; the margin covers G's float32 rounding.
+        # ||C||_F = ||G||_F; the margin covers the float32 rounding of G (or of its norm).
         if float(torch.linalg.vector_norm(C)) * (1 + 1e-5) <= threshold:
             return TriggerDecision(0, float("nan"), threshold)
         # The count's own Gram (of C's shorter side, as count_singular_values_above forms
