@@ -141,17 +141,25 @@ def _row_space(W):
     """Orthonormal basis (rank x F) of the row space of ``W`` (M x F), rank at
     ``matrix_rank``'s tolerance.
 
-    A QR of the tall orientation, then the SVD of its small square factor: the same
-    singular values and span as ``W``'s own SVD at ~1/3 of its cost for a wide layer
-    (256 x 4459: 46 ms against 164 ms on one thread).
+    A QR of the tall orientation, then the singular values of its small square factor
+    (``W``'s own) for the rank: at full rank the QR's orthonormal factor is the basis
+    (``I`` for a tall ``W``), otherwise the square factor's singular vectors give it. The
+    same span as ``W``'s own SVD at ~1/3 of its cost for a wide layer (256 x 4459: 46 ms
+    against 164 ms on one thread), and the vectors of a full-rank factor are not
+    computed (640 x 784: 64 ms against 98 ms).
     """
-    if W.shape[0] <= W.shape[1]:
+    M, F = W.shape
+    if M <= F:
         Q, R = torch.linalg.qr(W.T)  # W = R^T Q^T
-        _, s, Vh = torch.linalg.svd(R.T)
-        return (Vh[: _numerical_rank(s, W.shape)]) @ Q.T
+        rank = _numerical_rank(torch.linalg.svdvals(R), W.shape)
+        if rank == M:
+            return Q.T
+        return torch.linalg.svd(R.T).Vh[:rank] @ Q.T
     _, R = torch.linalg.qr(W)  # W = Q R
-    _, s, Vh = torch.linalg.svd(R)
-    return Vh[: _numerical_rank(s, W.shape)]
+    rank = _numerical_rank(torch.linalg.svdvals(R), W.shape)
+    if rank == F:
+        return torch.eye(F, dtype=W.dtype, device=W.device)
+    return torch.linalg.svd(R).Vh[:rank]
 
 
 #: Candidates scored at a time by Select and Pre-activation: bounds the memory of their
