@@ -481,3 +481,25 @@ def test_row_space_is_the_svds(shape, rank):
     assert rows.shape == expected.shape
     torch.testing.assert_close(rows @ rows.T, torch.eye(len(rows), dtype=torch.float64))
     torch.testing.assert_close(rows.T @ rows, expected.T @ expected)
+
+
+@pytest.mark.parametrize("log_condition", [0, 4, 8, 11, 12.5, 14, 17])
+def test_full_rank_is_certified_only_where_the_singular_values_agree(log_condition):
+    # Weights with singular values from 1 down to 10^-log_condition: certified full rank
+    # only below the matrix_rank tolerance's condition (1 / (max(shape) eps) ~ 5.7e12 at
+    # 784), and never where the singular values say otherwise.
+    from sklearn_north.growth.initializers import _certainly_full_rank, _numerical_rank
+
+    g = torch.Generator().manual_seed(int(log_condition * 10))
+    U = torch.linalg.qr(torch.randn(784, 60, generator=g, dtype=torch.float64)).Q
+    V = torch.linalg.qr(torch.randn(60, 60, generator=g, dtype=torch.float64)).Q
+    s = torch.logspace(0, -log_condition, 60, dtype=torch.float64)
+    W = (U * s) @ V.T  # (784, 60) -> as a layer's (60, 784) weight: W.T
+    R = torch.linalg.qr(W).R
+    certified = _certainly_full_rank(R, (60, 784))
+    full = _numerical_rank(torch.linalg.svdvals(R), (60, 784)) == 60
+    assert not certified or full
+    if log_condition <= 11:
+        assert certified  # a factor ~30 below the tolerance's condition: certified
+    if log_condition >= 14:
+        assert not certified and not full

@@ -141,25 +141,44 @@ def _row_space(W):
     """Orthonormal basis (rank x F) of the row space of ``W`` (M x F), rank at
     ``matrix_rank``'s tolerance.
 
-    A QR of the tall orientation, then the singular values of its small square factor
-    (``W``'s own) for the rank: at full rank the QR's orthonormal factor is the basis
-    (``I`` for a tall ``W``), otherwise the square factor's singular vectors give it. The
-    same span as ``W``'s own SVD at ~1/3 of its cost for a wide layer (256 x 4459: 46 ms
-    against 164 ms on one thread), and the vectors of a full-rank factor are not
-    computed (640 x 784: 64 ms against 98 ms).
+    A QR of the tall orientation; at full rank its orthonormal factor is the basis (``I``
+    for a tall ``W``), otherwise its square factor's singular vectors give it. The same
+    span as ``W``'s own SVD at ~1/3 of its cost for a wide layer (256 x 4459: 46 ms
+    against 164 ms on one thread); full rank is usually certified without any singular
+    value (``_certainly_full_rank``): 640 x 784 in 21 ms instead of 98.
     """
     M, F = W.shape
-    if M <= F:
-        Q, R = torch.linalg.qr(W.T)  # W = R^T Q^T
+    tall = M > F
+    Q, R = torch.linalg.qr(W if tall else W.T)  # W = Q R, or W = R^T Q^T
+    if _certainly_full_rank(R, W.shape):
+        rank = min(M, F)
+    else:
         rank = _numerical_rank(torch.linalg.svdvals(R), W.shape)
-        if rank == M:
-            return Q.T
-        return torch.linalg.svd(R.T).Vh[:rank] @ Q.T
-    _, R = torch.linalg.qr(W)  # W = Q R
-    rank = _numerical_rank(torch.linalg.svdvals(R), W.shape)
-    if rank == F:
-        return torch.eye(F, dtype=W.dtype, device=W.device)
-    return torch.linalg.svd(R).Vh[:rank]
+    if rank == min(M, F):
+        return torch.eye(F, dtype=W.dtype, device=W.device) if tall else Q.T
+    if tall:
+        return torch.linalg.svd(R).Vh[:rank]
+    return torch.linalg.svd(R.T).Vh[:rank] @ Q.T
+
+
+def _certainly_full_rank(R, shape):
+    """Whether the square triangular factor ``R`` of a QR of a matrix of ``shape`` has all
+    its singular values above ``matrix_rank``'s tolerance, ``sigma_max max(shape) eps``,
+    decided from bounds: ``sigma_min >= 1 / ||R^-1||_F`` and ``sigma_max <= ||R||_F``.
+    ``False`` means "not certain" (a condition number near ``1 / (max(shape) eps)``, or
+    a singular ``R``): then the singular values decide. One triangular inverse,
+    ``M^3 / 3`` flops, instead of a bidiagonalisation (640 x 640: 3 ms against 44 ms)."""
+    if R.numel() == 0:
+        return True
+    eye = torch.eye(R.shape[0], dtype=R.dtype, device=R.device)
+    inverse = torch.linalg.solve_triangular(R, eye, upper=True)
+    norms = torch.stack([torch.linalg.matrix_norm(R), torch.linalg.matrix_norm(inverse)])
+    norm, inverse_norm = norms.tolist()
+    # 2x: a margin for the inverse's rounding error (relative kappa * eps, tiny here).
+    return (
+        bool(math.isfinite(inverse_norm))
+        and 2 * norm * inverse_norm * max(shape) * (torch.finfo(R.dtype).eps) < 1
+    )
 
 
 #: Candidates scored at a time by Select and Pre-activation: bounds the memory of their
