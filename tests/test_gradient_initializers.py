@@ -227,6 +227,28 @@ def test_firefly_keeps_the_candidates_with_the_largest_fan_out_gradient(setup):
     )
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_firefly_scores_splits_without_their_noise(make_mlp, seed):
+    # A large noise (0.5): the splits kept are still those of the largest noise-free
+    # score ||dL/dw_j^out|| (the existing neuron's own fan-out gradient), and their fan-in
+    # carries noise of norm 0.5 ||w_j||.
+    module = make_mlp(n_features=8, hidden=(12, 5), n_outputs=4, trained=True, seed=seed)
+    context = context_after_step(module, *batch(seed=seed))
+    scores = context.gradients(0).fan_out_grad.norm(dim=0)
+    site = module.growth_sites()[0]
+    W_in = module.layers[0].weight.detach().clone().double()
+    W_out = module.layers[1].weight.detach().clone()
+    new = FireflyInit(noise=0.5)(0, site, 6, context, generator(seed))
+    halved = module.layers[1].weight.detach()
+    split = [j for j in range(site.width) if not torch.equal(halved[:, j], W_out[:, j])]
+    unsplit = [j for j in range(site.width) if j not in split]
+    assert split and unsplit
+    assert scores[split].min() >= scores[unsplit].max()
+    relative = torch.cdist(new.fan_in.double(), W_in[split]).min(dim=0).values
+    torch.testing.assert_close(relative / W_in[split].norm(dim=1),
+                               torch.full((len(split),), 0.5, dtype=torch.float64))  # fmt: skip
+
+
 @pytest.mark.parametrize("index", [0, 1])
 def test_firefly_candidates_match_their_definition(setup, index):
     # noise 1e-2: splits are w_j plus noise of norm noise * ||w_j||; new neurons have a

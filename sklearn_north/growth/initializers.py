@@ -686,7 +686,10 @@ class FireflyInit(Initializer):
 
     Each candidate is scored by the gradient norm of its fan-out on the last training
     mini-batch, ``||g||`` with ``g = dL/dZ_{l+1}^T act(H_{l-1}^T w + b)`` (all candidates at
-    once: one matrix product), and the ``k`` largest are kept.
+    once: one matrix product), and the ``k`` largest are kept. A split is scored without
+    its noise, which moves its score by a relative ``noise`` at most to first order: the
+    noise is drawn for the kept splits only (one draw per kept split instead of one per
+    candidate, a quarter of Firefly's time on digits).
 
     A kept split halves the fan-out of the neuron it splits: **this modifies the existing
     consumers' weights in place** (under ``torch.no_grad``; the optimizer state of those
@@ -732,11 +735,8 @@ class FireflyInit(Initializer):
         W = producer.weight.detach().double().reshape(width, -1).cpu()
         b = producer.bias.detach().double().cpu() if producer.bias is not None else None
         split = torch.randperm(width, generator=generator)[:n_split]
-        noise = torch.randn(n_split, W.shape[1], generator=generator, dtype=torch.float64)
-        noise = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-300)
-        noise = noise * (self.noise * W[split].norm(dim=1, keepdim=True))
         new_w = random_rescaled_fan_in(site, n_new, generator)
-        fan_in = torch.cat([W[split] + noise, new_w.reshape(n_new, -1)])
+        fan_in = torch.cat([W[split], new_w.reshape(n_new, -1)])
         bias = torch.cat([b[split] if b is not None else W.new_zeros(n_split), W.new_zeros(n_new)])
 
         inputs = grads.inputs
@@ -745,13 +745,17 @@ class FireflyInit(Initializer):
         fan_in_t = fan_in_t.reshape(-1, *site.fan_in_shape)
         g = grads.candidate_fan_out_gradients(site, fan_in_t, bias_t)  # (rows, n_cand)
         chosen = torch.topk(g.norm(dim=0), k).indices.cpu()
+        fan_in = fan_in[chosen]
+        is_split = chosen < n_split
+        # The kept splits' noise: random directions of norm noise * ||w_j||.
+        noise = torch.randn(int(is_split.sum()), W.shape[1], generator=generator, dtype=W.dtype)
+        noise = noise / noise.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        fan_in[is_split] += noise * (self.noise * fan_in[is_split].norm(dim=1, keepdim=True))
 
         weights = [c.module.weight.detach() for c in site.consumers]
         fan_outs = per_neuron_rows(weights, width).double()
-        chosen_split = chosen[chosen < n_split]
-        neurons = split[chosen_split]  # existing neurons that are split (each at most once)
+        neurons = split[chosen[is_split]]  # existing neurons that are split (each at most once)
         columns = torch.empty(fan_outs.shape[0], k, dtype=torch.float64, device=g.device)
-        is_split = chosen < n_split
         columns[:, is_split.to(g.device)] = fan_outs[:, neurons.to(fan_outs.device)].to(g) / 2
         eps_out = self.noise * mean_fan_out_norm(site)
         direction = _unit_columns(g[:, chosen[~is_split].to(g.device)])
@@ -765,7 +769,7 @@ class FireflyInit(Initializer):
         norm_sources = torch.full((k,), -1, dtype=torch.long)
         norm_sources[is_split.cpu()] = neurons.cpu()
         return NewNeurons(
-            fan_in=_to_site(site, fan_in[chosen].reshape(k, *site.fan_in_shape)),
+            fan_in=_to_site(site, fan_in.reshape(k, *site.fan_in_shape)),
             bias=_to_site(site, bias[chosen]),
             fan_out=_fan_out_blocks(site, grads, columns),
             norm_sources=norm_sources,
