@@ -175,10 +175,8 @@ def _certainly_full_rank(R, shape):
     norms = torch.stack([torch.linalg.matrix_norm(R), torch.linalg.matrix_norm(inverse)])
     norm, inverse_norm = norms.tolist()
     # 2x: a margin for the inverse's rounding error (relative kappa * eps, tiny here).
-    return (
-        bool(math.isfinite(inverse_norm))
-        and 2 * norm * inverse_norm * max(shape) * (torch.finfo(R.dtype).eps) < 1
-    )
+    eps = torch.finfo(R.dtype).eps
+    return math.isfinite(inverse_norm) and 2 * norm * inverse_norm * max(shape) * eps < 1
 
 
 #: Candidates scored at a time by Select and Pre-activation: bounds the memory of their
