@@ -92,7 +92,7 @@ class GrowingMLPClassifier(BaseGrowingClassifier):
         activations that the training forward passes already computed for the last
         ``buffer_size`` samples, each as old as the step it was trained at; saves one
         forward pass of ``buffer_size`` samples per evaluation. Its effect on widths,
-        accuracy and cost is measured in ``benchmarks/results/cost_sklearn.md``.
+        accuracy and cost is measured in ``benchmarks/results/cost_fast.md``.
     growth_gate : HeldOutGate or None, default=None
         A task-aware gate on growth, beyond the paper (``sklearn_north.growth.HeldOutGate``):
         ``fit`` holds out ``growth_gate.validation_fraction`` of the training data
