@@ -202,6 +202,7 @@ class GrowthCallback(Callback):
         self.step_ = 0
         self.total_steps_ = None
         self.buffer_ = None
+        self._buffer_is_training_set = False  # set with the first buffer
         self.timings_ = {"trigger": 0.0, "initializer": 0.0}
         self.evaluations_ = 0
         self.interval_cap_ = 1
@@ -276,7 +277,7 @@ class GrowthCallback(Callback):
         if (
             self.buffer_ is not None
             and not self._records_activations()
-            and not getattr(self, "_buffer_is_training_set", False)
+            and not self._buffer_is_training_set
         ):
             self.buffer_.extend(_as_tensor(batch[0], net.device))
         if self.trigger_interval == AUTO_INTERVAL:

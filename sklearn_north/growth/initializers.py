@@ -812,9 +812,8 @@ class NeSTInit(Initializer):
 
     def __call__(self, index, site, k, context, generator):
         grads = context.gradients(index)
-        G = grads.G.detach()
-        A = G.double().abs()
-        kept = A * (A > _lower_quantile_value(G.abs(), float(self.quantile)))
+        A = grads.G.detach().double().abs()
+        kept = A * (A > _lower_quantile_value(A, float(self.quantile)))
         in_mass = kept.sum(dim=0).sqrt().cpu()  # (fan_in,)
         out_mass = kept.sum(dim=1).sqrt()  # (n_out,)
         signs = torch.randint(0, 2, (k, in_mass.numel()), generator=generator) * 2 - 1
