@@ -274,16 +274,22 @@ class BufferSpy(ActivationTrigger):
         return super().__call__(index, site, context)
 
 
+def fit_with_the_training_set_size(data, make_growth_net, trigger, epochs, **options):
+    """A net fitted on ``data`` with a growth callback told the training set's size; its
+    buffer, larger than that, holds the training set (capacity ``N_SAMPLES``)."""
+    callback = GrowthCallback(trigger, RandomInit(), training_set_size=N_SAMPLES, **options)
+    net = make_growth_net(callback, max_epochs=epochs)
+    net.fit(*data)
+    assert growth_of(net).buffer_.capacity == N_SAMPLES
+    return net
+
+
 def test_a_buffer_larger_than_the_training_set_is_the_training_set(data, make_growth_net):
     X, y = data
-    callback = GrowthCallback(
-        BufferSpy(), RandomInit(), trigger_interval=1, buffer_size=200,
-        training_set_size=N_SAMPLES,
-    )  # fmt: skip
-    net = make_growth_net(callback, max_epochs=3)
-    net.fit(X, y)
+    net = fit_with_the_training_set_size(
+        data, make_growth_net, BufferSpy(), 3, trigger_interval=1, buffer_size=200
+    )
     cb = growth_of(net)
-    assert cb.buffer_.capacity == N_SAMPLES
     training_set = sorted(map(tuple, X))
     # At every evaluation, each training sample once (the buffer is never extended).
     assert len(cb.trigger_.seen_) == 3 * STEPS_PER_EPOCH
@@ -298,26 +304,19 @@ def test_a_buffer_larger_than_the_training_set_is_the_training_set(data, make_gr
 
 
 def test_the_training_set_buffer_keeps_the_auto_interval_of_its_nominal_size(data, make_growth_net):
-    X, y = data
-    callback = GrowthCallback(
-        ScriptedTrigger(()), RandomInit(), trigger_interval="auto", buffer_size=128,
-        training_set_size=N_SAMPLES,
-    )  # fmt: skip
-    net = make_growth_net(callback, max_epochs=4)
-    net.fit(X, y)
+    net = fit_with_the_training_set_size(
+        data, make_growth_net, ScriptedTrigger(()), 4, trigger_interval="auto", buffer_size=128
+    )
     cb = growth_of(net)
-    assert cb.buffer_.capacity == N_SAMPLES
     assert cb.interval_cap_ == 128 // BATCH
     assert cb.trigger_.steps_ == auto_schedule(4 * STEPS_PER_EPOCH, 128 // BATCH, set())
 
 
 def test_a_continuation_rolls_new_samples_into_the_training_set_buffer(data, make_growth_net):
     X, y = data
-    callback = GrowthCallback(
-        ActivationTrigger(gamma=2.0), RandomInit(), buffer_size=200, training_set_size=N_SAMPLES
+    net = fit_with_the_training_set_size(
+        data, make_growth_net, ActivationTrigger(gamma=2.0), 1, buffer_size=200
     )
-    net = make_growth_net(callback, max_epochs=1)
-    net.fit(X, y)
     X_new = X[:32] + 100.0  # other samples, one epoch of them (2 steps)
     net.partial_fit(X_new, y[:32])
     samples = {tuple(r) for r in growth_of(net).buffer_.samples().numpy()}
