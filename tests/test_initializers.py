@@ -325,14 +325,30 @@ def test_column_space_and_its_complement_match_the_svd(shape, rank):
     torch.testing.assert_close(N @ N.T, U[:, rank:] @ U[:, rank:].T)
 
 
-@pytest.mark.parametrize("M", [3, 9, 12])
-def test_kernel_draws_are_a_standard_gaussian_projected_onto_the_complement(M):
-    # M = 3: the complement is the wider part (draws projected); 9: the narrower
-    # (drawn in its basis); 12: B spans everything.
-    B = torch.randn(12, M, generator=generator(5), dtype=torch.float64)
+@pytest.mark.parametrize(
+    "M, rank",
+    [(3, 3), (9, 9), (12, 12), (9, 5), (8, 2), (15, 12), (15, 10)],
+    ids=[
+        "wide-complement",
+        "narrow-complement",
+        "square",
+        "dependent",
+        "dependent-wide-complement",
+        "wide",
+        "wide-dependent",
+    ],
+)
+def test_kernel_draws_are_a_standard_gaussian_projected_onto_the_complement(M, rank):
+    # The complement wider than the column space (draws projected), narrower (drawn in
+    # its basis), or empty (None); columns independent (the rank certified from a QR) or
+    # not (the singular values decide).
+    g = generator(5)
+    B = torch.randn(12, rank, generator=g, dtype=torch.float64) @ torch.randn(
+        rank, M, generator=g, dtype=torch.float64
+    )
     eye = torch.eye(12, dtype=torch.float64)
     mapped = _kernel_draws(B, 40000, generator(6), eye)
-    if M == 12:
+    if rank == 12:
         assert mapped is None
         return
     projector = eye - B @ torch.linalg.pinv(B)
@@ -344,6 +360,26 @@ def test_kernel_draws_are_a_standard_gaussian_projected_onto_the_complement(M):
     torch.testing.assert_close(
         _kernel_draws(B, 50, generator(6), basis), basis @ _kernel_draws(B, 50, generator(6), eye)
     )
+
+
+def test_kernel_draws_rank_from_the_qr_equals_the_singular_values():
+    # Columns independent but ill-conditioned near matrix_rank's tolerance: whichever
+    # decides, the draws are those of the SVD's rank (here one direction short of M).
+    g = generator(8)
+    U = torch.linalg.qr(torch.randn(20, 20, generator=g, dtype=torch.float64)).Q
+    V = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64)).Q
+    eye = torch.eye(20, dtype=torch.float64)
+    for smallest, rank in [(1e-3, 6), (1e-12, 6), (1e-17, 5)]:
+        s = torch.tensor([1, 1, 1, 1, 1, smallest], dtype=torch.float64)
+        B = U[:, :6] * s @ V.T
+        assert _numerical_rank(torch.linalg.svdvals(B), B.shape) == rank
+        mapped = _kernel_draws(B, 30, generator(9), eye)
+        # The draws avoid the five strong directions, and the weak one where it counts
+        # (known to ~1e-16 / smallest: B's own rounding), not where it is below the
+        # tolerance.
+        assert float((U[:, :5].T @ mapped).abs().max()) < 1e-10
+        along_weak = float((U[:, 5] @ mapped).abs().max())
+        assert along_weak < 1e-3 if rank == 6 else along_weak > 0.1
 
 
 def test_preactivation_with_a_duplicated_neuron(make_mlp, inputs):

@@ -499,18 +499,40 @@ def _kernel_draws(B, n_cand, generator, basis):
     orthonormal basis ``N`` of it, and ``basis @ N`` is formed before them; otherwise
     ``r``-dimensional draws are projected. The same distribution either way, at the cost
     of the smaller side.
+
+    The rank usually needs no singular value: a QR of ``B`` (of ``B^T`` when ``B`` is
+    wide) whose triangular factor is certified of full rank (``_certainly_full_rank``)
+    gives it, and the QR's orthonormal factor is the column space: 1000 draws at 641 x 440
+    take 20 ms instead of 36 (singular values, then a QR), at 641 x 600 18 instead of 51.
     """
-    r = B.shape[0]
+    r, M = B.shape
+    if M >= r:  # as many columns as dimensions: full rank leaves no complement
+        if _certainly_full_rank(torch.linalg.qr(B.T, mode="r").R, B.shape):
+            return None
+    else:
+        # At full column rank (certified), the QR's orthonormal factor is the column
+        # space, or its complement's basis too with mode="complete".
+        complement = r - M <= M
+        Q, R = torch.linalg.qr(B, mode="complete" if complement else "reduced")
+        if _certainly_full_rank(R[:M], B.shape):
+            return _draws_off(Q[:, M:] if complement else Q, complement, n_cand, generator, basis)
     rank = _numerical_rank(torch.linalg.svdvals(B), B.shape)
     if rank >= r:
         return None
-    if r - rank <= rank:
-        N = _column_space(B, rank, complement=True)
-        g = torch.randn(r - rank, n_cand, generator=generator, dtype=torch.float64)
-        return (basis @ N) @ g.to(B.device)
-    Qb = _column_space(B, rank)
-    a = torch.randn(r, n_cand, generator=generator, dtype=torch.float64).to(B.device)
-    return basis @ (a - Qb @ (Qb.T @ a))
+    complement = r - rank <= rank
+    space = _column_space(B, rank, complement=complement)
+    return _draws_off(space, complement, n_cand, generator, basis)
+
+
+def _draws_off(space, complement, n_cand, generator, basis):
+    """``_kernel_draws``' draws from an orthonormal basis of the complement
+    (``complement=True``: drawn in it) or of the column space (``False``: projected off)."""
+    r = space.shape[0]
+    if complement:
+        g = torch.randn(space.shape[1], n_cand, generator=generator, dtype=torch.float64)
+        return (basis @ space) @ g.to(space.device)
+    a = torch.randn(r, n_cand, generator=generator, dtype=torch.float64).to(space.device)
+    return basis @ (a - space @ (space.T @ a))
 
 
 def _matmul_float64(A, B):
