@@ -358,10 +358,11 @@ class GradientRecorder:
             producers[id(site.producer)] = site.producer
             for c in site.consumers:
                 consumers[id(c.module)] = c.module
-        for module in producers.values():
-            self._handles.append(module.register_forward_hook(self._keep_input))
-        for module in consumers.values():
-            self._handles.append(module.register_forward_hook(self._watch_output))
+        # One hook per module, whatever its roles: a layer that is one site's producer
+        # and another's consumer has its weights copied once per step.
+        for key, module in {**producers, **consumers}.items():
+            hook = partial(self._record, producer=key in producers, consumer=key in consumers)
+            self._handles.append(module.register_forward_hook(hook))
         self.active = True
         return self
 
@@ -384,26 +385,22 @@ class GradientRecorder:
     def _recording(module):
         return module.training and torch.is_grad_enabled()
 
-    def _keep_input(self, module, args, output):
-        if self.active and self._recording(module):
+    def _record(self, module, args, output, producer, consumer):
+        if not (self.active and self._recording(module)):
+            return
+        if producer:
             self._inputs[id(module)] = args[0].detach()
-            self._keep_weights(module)
-
-    def _keep_weights(self, module):
-        # The weights as the step's forward pass saw them, before the optimizer step.
-        if self.keep_updates:
-            self._before[id(module)] = {
-                name: p.detach().clone() for name, p in module.named_parameters(recurse=False)
-            }
-
-    def _watch_output(self, module, args, output):
-        if self.active and self._recording(module):
+        if consumer:
             # A new forward pass: the previous pass's gradient no longer matches the
             # inputs being recorded (a forward without backward leaves no statistics).
             self._deltas.pop(id(module), None)
-            self._keep_weights(module)
             if output.requires_grad:
                 output.register_hook(partial(self._keep_delta, id(module)))
+        if self.keep_updates:
+            # The weights as the step's forward pass saw them, before the optimizer step.
+            self._before[id(module)] = {
+                name: p.detach().clone() for name, p in module.named_parameters(recurse=False)
+            }
 
     def _keep_delta(self, key, grad):
         if self.active:

@@ -160,23 +160,24 @@ def _covering_slices(regions, ndim):
 
 
 def _seed_slice(state, grad, index, first_scale, second_scale):
+    # Run at every step while entries wait, on small slices: the cost is the number of
+    # operations, so results are written in place (where's out=) and the countdown is
+    # "every waiting entry one less, then the hit ones 0".
     pending = state[PENDING_KEY][index]
     waiting = pending > 0
-    if grad is None:
+    if grad is not None:
+        g = grad[index].to(state["exp_avg"].dtype)
+        hit = waiting & (g != 0)
+        exp_avg = state["exp_avg"][index]
+        # torch.where instead of boolean indexing: no device-to-host read of how many hit.
+        torch.where(hit, g * first_scale, exp_avg, out=exp_avg)
+        for key in ("exp_avg_sq", "max_exp_avg_sq"):
+            if key in state:
+                moment = state[key][index]
+                torch.where(hit, g.square().mul_(second_scale), moment, out=moment)
+        pending.sub_(waiting.to(pending.dtype)).masked_fill_(hit, 0)
+    else:
         pending.sub_(waiting.to(pending.dtype))
-        return
-    g = grad[index].to(state["exp_avg"].dtype)
-    hit = waiting & (g != 0)
-    # torch.where instead of boolean indexing: no device-to-host read of how many hit.
-    exp_avg = state["exp_avg"][index]
-    exp_avg.copy_(torch.where(hit, g * first_scale, exp_avg))
-    for key in ("exp_avg_sq", "max_exp_avg_sq"):
-        if key in state:
-            moment = state[key][index]
-            moment.copy_(torch.where(hit, g.square() * second_scale, moment))
-    # Hit entries stop waiting; the others wait one step less.
-    pending.sub_((waiting & ~hit).to(pending.dtype))
-    pending.masked_fill_(hit, 0)
 
 
 def grow_parameter(module, name, dim, new_values, optimizer=None, second_moment="gradient"):
