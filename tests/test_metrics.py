@@ -12,6 +12,7 @@ from sklearn_north.growth.metrics import (
     METHODS,
     activation_metric,
     activation_rank,
+    column_norms,
     count_eigenvalues_above,
     count_singular_values_above,
     gram,
@@ -215,3 +216,18 @@ def test_gram_in_row_chunks_and_column_blocks_equals_one_product(n_columns):
     torch.testing.assert_close(G, A64.T @ A64, rtol=1e-12, atol=1e-9)
     assert G.dtype == torch.float64
     torch.testing.assert_close(G, G.T, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(150, 300), (1, 7), (9, 1), (4, 0), (0, 5)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_column_norms_are_the_columns_euclidean_norms(shape, dtype):
+    A = torch.randn(*shape, generator=torch.Generator().manual_seed(0), dtype=dtype) * 3
+    if shape[1] > 2:
+        A[:, 2] = 0  # a zero column has norm 0
+    norms = column_norms(A)
+    assert norms.shape == (shape[1],) and norms.dtype == dtype
+    expected = torch.sqrt((A.double() ** 2).sum(dim=0)).to(dtype)
+    torch.testing.assert_close(
+        norms, expected, rtol=4 * torch.finfo(dtype).eps * max(shape[0], 1), atol=0
+    )
+    torch.testing.assert_close(norms, torch.linalg.vector_norm(A, dim=0))

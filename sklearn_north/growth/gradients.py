@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .conv_gradients import ConvGeometry, site_auxiliary_gradient
+from .metrics import column_norms
 
 __all__ = ["ConvSiteGradients", "GradientRecorder", "GradientSnapshot", "SiteGradients"]
 
@@ -141,7 +142,7 @@ class SiteGradients:
         fan_out = self.fan_out_update if updates else self.fan_out_grad
         if fan_out is None:
             raise RuntimeError("No weight updates were recorded (keep_updates=False).")
-        return torch.linalg.vector_norm(fan_out, dim=0)
+        return column_norms(fan_out)
 
     def candidate_fan_out_gradients(self, site, fan_in, bias):
         """``dL/d(fan-out)`` of candidate neurons with fan-in ``fan_in`` ``(K, fan_in)`` and
@@ -487,7 +488,7 @@ class GradientRecorder:
             if conv:
                 fan_out = per_neuron_rows(changes, site.width)
             else:
-                fan_out = torch.cat(changes, 0)
+                fan_out = _joined(changes, dim=0)
         return {
             "weight_update": weight.reshape(weight.shape[0], -1),
             "bias_update": bias,

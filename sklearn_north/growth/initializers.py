@@ -584,7 +584,7 @@ def mean_fan_out_norm(site):
 
 
 def _unit_columns(A):
-    norms = A.norm(dim=0, keepdim=True)
+    norms = metrics.column_norms(A)[None]
     return torch.where(norms > 0, A / norms.clamp_min(1e-300), torch.zeros_like(A))
 
 
@@ -764,7 +764,7 @@ class FireflyInit(Initializer):
         bias_t = bias.to(device=inputs.device, dtype=inputs.dtype)
         fan_in_t = fan_in_t.reshape(-1, *site.fan_in_shape)
         g = grads.candidate_fan_out_gradients(site, fan_in_t, bias_t)  # (rows, n_cand)
-        chosen = torch.topk(g.norm(dim=0), k).indices.cpu()
+        chosen = torch.topk(metrics.column_norms(g), k).indices.cpu()
         fan_in = fan_in[chosen]
         is_split = chosen < n_split
         # The kept splits' noise: random directions of norm noise * ||w_j||.
