@@ -400,7 +400,7 @@ class GradientRecorder:
         if self.keep_updates:
             # The weights as the step's forward pass saw them, before the optimizer step.
             self._before[id(module)] = {
-                name: p.detach().clone() for name, p in module.named_parameters(recurse=False)
+                name: (p, p.detach().clone()) for name, p in module.named_parameters(recurse=False)
             }
 
     def _keep_delta(self, key, grad):
@@ -416,6 +416,7 @@ class GradientRecorder:
         tensors were not all recorded has no entry.
         """
         records = {}
+        changes = self._step_changes()
         for index, site in enumerate(sites):
             inputs = self._inputs.get(id(site.producer))
             deltas = [self._deltas.get(id(c.module)) for c in site.consumers]
@@ -429,7 +430,7 @@ class GradientRecorder:
             ):
                 continue
             if site.is_conv:
-                records[index] = self._conv_record(site, inputs, deltas, fan_out_grads)
+                records[index] = self._conv_record(site, inputs, deltas, fan_out_grads, changes)
                 continue
             bias = site.producer.bias
             records[index] = SiteGradients(
@@ -439,14 +440,14 @@ class GradientRecorder:
                 bias_grad=bias.grad if bias is not None else None,
                 fan_out_grad=_joined(fan_out_grads, dim=0),
                 consumer_sizes=tuple(d.shape[1] for d in deltas),
-                **self._updates(site),
+                **self._updates(site, changes),
             )
         self._inputs = {}
         self._deltas = {}
         self._before = {}
         return GradientSnapshot(records)
 
-    def _conv_record(self, site, inputs, deltas, fan_out_grads):
+    def _conv_record(self, site, inputs, deltas, fan_out_grads, changes):
         producer = site.producer
         consumers, shaped = [], []
         for consumer, delta in zip(site.consumers, deltas):
@@ -458,7 +459,7 @@ class GradientRecorder:
                 shaped.append(delta.reshape(*delta.shape, 1, 1))
         width = site.width
         norm_eps = site.norms[0].eps if site.norms else None
-        updates = self._updates(site, conv=True)
+        updates = self._updates(site, changes, conv=True)
         bias = producer.bias
         return ConvSiteGradients(
             inputs=inputs,
@@ -472,26 +473,29 @@ class GradientRecorder:
             **updates,
         )
 
-    def _updates(self, site, conv=False):
-        """``after - before`` of the step for the site's weights (empty if not kept)."""
-        if not self._before:
-            return {}
-        before = self._before.get(id(site.producer))
-        before_out = [self._before.get(id(c.module)) for c in site.consumers]
+    def _step_changes(self):
+        """``after - before`` of the last step per recorded module and parameter name,
+        each computed once (a layer that is one site's producer and another's consumer is
+        read by both), in the memory of the copies, which are not needed again."""
+        with torch.no_grad():
+            return {
+                key: {name: torch.sub(p, copy, out=copy) for name, (p, copy) in kept.items()}
+                for key, kept in self._before.items()
+            }
+
+    @staticmethod
+    def _updates(site, changes, conv=False):
+        """The site's weights' ``_step_changes`` (empty if they were not kept)."""
+        before = changes.get(id(site.producer))
+        before_out = [changes.get(id(c.module)) for c in site.consumers]
         if before is None or any(b is None for b in before_out):
             return {}
-        producer = site.producer
-        with torch.no_grad():
-            weight = producer.weight - before["weight"]
-            bias = producer.bias - before["bias"] if producer.bias is not None else None
-            changes = [c.module.weight - b["weight"] for c, b in zip(site.consumers, before_out)]
-            if conv:
-                fan_out = per_neuron_rows(changes, site.width)
-            else:
-                fan_out = _joined(changes, dim=0)
+        weight = before["weight"]
+        fan_out = [b["weight"] for b in before_out]
+        fan_out = per_neuron_rows(fan_out, site.width) if conv else _joined(fan_out, dim=0)
         return {
             "weight_update": weight.reshape(weight.shape[0], -1),
-            "bias_update": bias,
+            "bias_update": before.get("bias"),
             "fan_out_update": fan_out,
         }
 
