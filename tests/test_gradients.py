@@ -314,6 +314,36 @@ def test_a_bound_that_rules_nothing_out_is_tried_ever_less_often(make_mlp, monke
     assert decisions[5:7] == [0, 0] and min(decisions[:5] + decisions[7:]) >= 1
 
 
+def test_the_bound_skips_no_more_than_the_cap_and_reset_forgets_them(make_mlp, monkeypatch):
+    monkeypatch.setattr(triggers, "SMALL_G", 0)
+    monkeypatch.setattr(triggers, "BOUND_MAX_SKIP", 2)
+    module = make_mlp(n_features=20, hidden=(4, 6), n_outputs=3, trained=0.5)
+    site = module.growth_sites()[0]
+    X, y = batch(n=64, n_features=20, n_classes=3)
+    record = recorded_step(module, X, y)[0]
+    scale = 1e-3 * triggers._sigma_max_bound_without_G(record) / eq6_trigger().threshold(record)
+    original = triggers._sigma_max_bound_without_G
+    tries, evaluations = [], []
+
+    def counting(grads):
+        tries.append(len(evaluations))
+        return original(grads)
+
+    monkeypatch.setattr(triggers, "_sigma_max_bound_without_G", counting)
+    trigger = eq6_trigger(scale=scale)
+    for _ in range(12):
+        evaluations.append(
+            trigger(0, site, GrowthContext(module, gradients=recorded_step(module, X, y)))
+        )
+    # Skips of 1, then 2, 2, ... (the cap), never 4.
+    assert tries == [0, 2, 5, 8, 11]
+    assert trigger.bound_skips_ == {0: (2, 2)}
+    trigger.reset()  # a new fit starts without skips
+    assert trigger.bound_skips_ == {}
+    trigger(0, site, GrowthContext(module, gradients=recorded_step(module, X, y)))
+    assert tries[-1] == len(evaluations)
+
+
 def test_scale_halves_the_threshold_and_bias_is_part_of_the_fan_in(make_mlp):
     module = make_mlp(trained=True)
     X, y = batch()

@@ -15,6 +15,7 @@ from sklearn_north.growth import (
     SelectInit,
     WeightInit,
     add_neurons,
+    initializers,
     metrics,
 )
 from sklearn_north.growth.initializers import (
@@ -327,21 +328,23 @@ def test_column_space_and_its_complement_match_the_svd(shape, rank):
 
 @pytest.mark.parametrize(
     "M, rank",
-    [(3, 3), (9, 9), (12, 12), (9, 5), (8, 2), (15, 12), (15, 10)],
+    [(3, 3), (6, 6), (9, 9), (12, 12), (5, 3), (9, 5), (8, 2), (15, 12), (15, 10)],
     ids=[
         "wide-complement",
+        "even-split",
         "narrow-complement",
         "square",
-        "dependent",
-        "dependent-wide-complement",
+        "dependent-projected",
+        "dependent-complement-basis",
+        "dependent-complement-basis-2",
         "wide",
         "wide-dependent",
     ],
 )
-def test_kernel_draws_are_a_standard_gaussian_projected_onto_the_complement(M, rank):
-    # The complement wider than the column space (draws projected), narrower (drawn in
-    # its basis), or empty (None); columns independent (the rank certified from a QR) or
-    # not (the singular values decide).
+def test_kernel_draws_are_a_standard_gaussian_projected_onto_the_complement(M, rank, monkeypatch):
+    # The complement wider than the column space (draws projected), narrower or as wide
+    # (drawn in its basis), or empty (None); columns independent (the rank certified
+    # from a QR) or not (the singular values decide).
     g = generator(5)
     B = torch.randn(12, rank, generator=g, dtype=torch.float64) @ torch.randn(
         rank, M, generator=g, dtype=torch.float64
@@ -360,26 +363,39 @@ def test_kernel_draws_are_a_standard_gaussian_projected_onto_the_complement(M, r
     torch.testing.assert_close(
         _kernel_draws(B, 50, generator(6), basis), basis @ _kernel_draws(B, 50, generator(6), eye)
     )
+    # The very draws of the singular values' path (the certificate never used).
+    few = _kernel_draws(B, 50, generator(6), eye)
+    monkeypatch.setattr(initializers, "_certainly_full_rank", lambda R, shape: False)
+    assert torch.equal(_kernel_draws(B, 50, generator(6), eye), few)
 
 
-def test_kernel_draws_rank_from_the_qr_equals_the_singular_values():
-    # Columns independent but ill-conditioned near matrix_rank's tolerance: whichever
-    # decides, the draws are those of the SVD's rank (here one direction short of M).
+@pytest.mark.parametrize(
+    "smallest, rank, certified",
+    [(1e-3, 6, True), (1e-12, 6, True), (1e-14, 6, False), (1e-17, 5, False)],
+)
+def test_kernel_draws_take_the_singular_values_rank_where_the_qr_cannot_certify(
+    smallest, rank, certified, monkeypatch
+):
+    # Independent columns with one weak direction: certified from the QR where the
+    # condition number leaves room (1e-3, 1e-12), not near matrix_rank's tolerance
+    # (20 * eps = 4.4e-15: 1e-14 counts, 1e-17 does not). Whichever decides, the draws
+    # are those of the singular values' rank.
     g = generator(8)
     U = torch.linalg.qr(torch.randn(20, 20, generator=g, dtype=torch.float64)).Q
     V = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64)).Q
     eye = torch.eye(20, dtype=torch.float64)
-    for smallest, rank in [(1e-3, 6), (1e-12, 6), (1e-17, 5)]:
-        s = torch.tensor([1, 1, 1, 1, 1, smallest], dtype=torch.float64)
-        B = U[:, :6] * s @ V.T
-        assert _numerical_rank(torch.linalg.svdvals(B), B.shape) == rank
-        mapped = _kernel_draws(B, 30, generator(9), eye)
-        # The draws avoid the five strong directions, and the weak one where it counts
-        # (known to ~1e-16 / smallest: B's own rounding), not where it is below the
-        # tolerance.
-        assert float((U[:, :5].T @ mapped).abs().max()) < 1e-10
-        along_weak = float((U[:, 5] @ mapped).abs().max())
-        assert along_weak < 1e-3 if rank == 6 else along_weak > 0.1
+    s = torch.tensor([1, 1, 1, 1, 1, smallest], dtype=torch.float64)
+    B = U[:, :6] * s @ V.T
+    assert _numerical_rank(torch.linalg.svdvals(B), B.shape) == rank
+    R = torch.linalg.qr(B, mode="r").R
+    assert initializers._certainly_full_rank(R, B.shape) == certified
+    mapped = _kernel_draws(B, 30, generator(9), eye)
+    assert float((U[:, :5].T @ mapped).abs().max()) < 1e-10  # the strong directions
+    if rank == 5:  # the weak direction is below the tolerance: drawn along
+        assert float((U[:, 5] @ mapped).abs().max()) > 0.1
+    # The same draws as the singular values' path.
+    monkeypatch.setattr(initializers, "_certainly_full_rank", lambda R, shape: False)
+    assert torch.equal(_kernel_draws(B, 30, generator(9), eye), mapped)
 
 
 def test_preactivation_with_a_duplicated_neuron(make_mlp, inputs):

@@ -231,3 +231,13 @@ def test_column_norms_are_the_columns_euclidean_norms(shape, dtype):
         norms, expected, rtol=4 * torch.finfo(dtype).eps * max(shape[0], 1), atol=0
     )
     torch.testing.assert_close(norms, torch.linalg.vector_norm(A, dim=0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_column_norms_in_half_precision_do_not_underflow(dtype):
+    # Adam-sized updates (1e-4) squared underflow in half precision: such inputs take
+    # vector_norm, which accumulates in float32.
+    A = torch.full((50, 3), 1e-4, dtype=dtype)
+    norms = column_norms(A)
+    assert norms.dtype == dtype
+    torch.testing.assert_close(norms.float(), torch.full((3,), 1e-4 * 50**0.5), rtol=1e-2, atol=0)

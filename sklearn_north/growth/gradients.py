@@ -11,9 +11,10 @@ with ``inputs = H_{l-1}^T`` (n, fan_in), the producer's input, and
 consumer's output. Both are tensors the training step computes anyway; no auxiliary module
 runs. ``GradientRecorder`` keeps them with hooks:
 
-- a forward hook on each site's producer keeps its input (a reference, no copy);
-- a forward hook on each consumer registers a hook on its *output tensor*, which keeps the
-  gradient that flows into it during ``backward``.
+- a forward hook on each site's producer and consumer (one per module, whatever its
+  roles) keeps a producer's input (a reference, no copy) and, on a consumer, registers a
+  hook on its *output tensor*, which keeps the gradient that flows into it during
+  ``backward``; with ``keep_updates`` it also copies the module's weights once per step.
 
 Hooks record only in training mode with gradients enabled, so predictions, the sample
 buffer's forward passes and validation do not overwrite the step's statistics.
@@ -486,16 +487,16 @@ class GradientRecorder:
     @staticmethod
     def _updates(site, changes, conv=False):
         """The site's weights' ``_step_changes`` (empty if they were not kept)."""
-        before = changes.get(id(site.producer))
-        before_out = [changes.get(id(c.module)) for c in site.consumers]
-        if before is None or any(b is None for b in before_out):
+        producer_changes = changes.get(id(site.producer))
+        consumer_changes = [changes.get(id(c.module)) for c in site.consumers]
+        if producer_changes is None or any(c is None for c in consumer_changes):
             return {}
-        weight = before["weight"]
-        fan_out = [b["weight"] for b in before_out]
+        weight = producer_changes["weight"]
+        fan_out = [c["weight"] for c in consumer_changes]
         fan_out = per_neuron_rows(fan_out, site.width) if conv else _joined(fan_out, dim=0)
         return {
             "weight_update": weight.reshape(weight.shape[0], -1),
-            "bias_update": before.get("bias"),
+            "bias_update": producer_changes.get("bias"),
             "fan_out_update": fan_out,
         }
 

@@ -506,7 +506,7 @@ def _kernel_draws(B, n_cand, generator, basis):
     take 20 ms instead of 36 (singular values, then a QR), at 641 x 600 18 instead of 51.
     """
     r, M = B.shape
-    if M >= r:  # as many columns as dimensions: full rank leaves no complement
+    if M >= r:  # at least as many columns as dimensions: full rank leaves no complement
         if _certainly_full_rank(torch.linalg.qr(B.T, mode="r").R, B.shape):
             return None
     else:

@@ -161,8 +161,8 @@ def _covering_slices(regions, ndim):
 
 def _seed_slice(state, grad, index, first_scale, second_scale):
     # Run at every step while entries wait, on small slices: the cost is the number of
-    # operations, so results are written in place (where's out=) and the countdown is
-    # "every waiting entry one less, then the hit ones 0".
+    # operations, so results are written in place (torch.where with out=) and the
+    # countdown is "every waiting entry one less, then the hit ones 0".
     pending = state[PENDING_KEY][index]
     waiting = pending > 0
     if grad is not None:

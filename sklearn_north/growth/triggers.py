@@ -395,37 +395,41 @@ class GradientTrigger(Trigger):
 
     # The bound is loose (a row sum times a Frobenius norm): where the threshold is small
     # against the gradients (the default threshold on MNIST-10k) it ruled out 1 of 1023
-    # steps, at a sixth of the trigger's time. After a try that rules nothing out, a site
-    # skips it for twice as many steps as the last time (1, 2, 4, ... at most
-    # BOUND_MAX_SKIP); a try that rules the step out resets that. Only the cost depends
-    # on it: the bound never decides what the count would not.
+    # evaluations, at a sixth of the trigger's time. After a try that rules nothing out,
+    # a site skips it for twice as many of its evaluations as the last time (1, 2, 4, ...
+    # at most BOUND_MAX_SKIP); a try that rules the step out resets that. Only the cost
+    # depends on it: the bound never decides what the count would not.
 
-    @property
-    def _bound_skips(self):
-        # site index -> (steps still skipped, length of the last skip)
-        return self.__dict__.setdefault("_bound_skip_state", {})
+    def reset(self):
+        super().reset()
+        # site index -> (evaluations still skipping the bound, length of the last skip)
+        self.bound_skips_ = {}
+        return self
 
     def _bound_worth_trying(self, index):
-        remaining, length = self._bound_skips.get(index, (0, 0))
+        skips = self.__dict__.setdefault("bound_skips_", {})  # reset() not called: none
+        remaining, length = skips.get(index, (0, 0))
         if remaining > 0:
-            self._bound_skips[index] = (remaining - 1, length)
+            skips[index] = (remaining - 1, length)
             return False
         return True
 
     def _bound_tried(self, index, ruled_out):
+        skips = self.__dict__.setdefault("bound_skips_", {})
         if ruled_out:
-            self._bound_skips.pop(index, None)
+            skips.pop(index, None)
             return
-        _, length = self._bound_skips.get(index, (0, 0))
+        _, length = skips.get(index, (0, 0))
         length = min(max(2 * length, 1), BOUND_MAX_SKIP)
-        self._bound_skips[index] = (length, length)
+        skips[index] = (length, length)
 
 
 #: ``GradientTrigger`` forms ``G`` (rather than first bounding its largest singular value
 #: without it) when its product takes at most this many multiply-adds.
 SMALL_G = 1 << 20
 
-#: The most steps a site skips ``GradientTrigger``'s bound after it ruled nothing out.
+#: The most evaluations a site skips ``GradientTrigger``'s bound after it ruled nothing
+#: out.
 BOUND_MAX_SKIP = 64
 
 
