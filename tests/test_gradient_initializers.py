@@ -2,6 +2,7 @@
 strategies in the estimator."""
 
 import copy
+import math
 import pickle
 
 import numpy as np
@@ -287,18 +288,24 @@ def test_firefly_candidates_match_their_definition(setup, index):
 # --- NeST ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("q", [0.0, 0.1, 0.4, 0.5, 0.73, 0.999])
-@pytest.mark.parametrize("ties", [False, True])
-def test_nest_cutoff_keeps_what_torch_quantile_keeps(q, ties):
-    g = torch.Generator().manual_seed(int(q * 1000) + ties)
+@pytest.mark.parametrize("q", [0.0, 0.1, 0.4, 0.5, 0.73, 0.999, 1.0])
+@pytest.mark.parametrize("kind", ["plain", "ties", "zeros", "signed"])
+def test_nest_cutoff_keeps_what_torch_quantile_keeps(q, kind):
+    g = torch.Generator().manual_seed(int(q * 1000) + len(kind))
     for shape in [(1, 1), (1, 7), (13, 17), (64, 40)]:
-        A = torch.randn(shape, generator=g).abs()
-        if ties:  # many equal values, the interpolated quantile between two of them
+        A = torch.randn(shape, generator=g)
+        if kind != "signed":
+            A = A.abs()
+        if kind == "ties":  # many equal values, the interpolated quantile between two of them
             A = (A * 3).round()
+        if kind in ("zeros", "signed"):  # counted, not sorted: quantiles in and off them
+            A[torch.rand(shape, generator=g) < 0.45] = 0
         cutoff = _lower_quantile_value(A, q)
         expected = A > torch.quantile(A.flatten(), q)
         torch.testing.assert_close(A > cutoff, expected, rtol=0, atol=0)
         assert cutoff <= float(torch.quantile(A.flatten(), q))
+        # The order statistic itself.
+        assert cutoff == float(A.flatten().sort().values[math.floor(q * (A.numel() - 1))])
 
 
 def test_nest_follows_G_and_changes_the_function(make_mlp):

@@ -866,9 +866,18 @@ def _lower_quantile_value(values, q):
     the next; no value lies strictly between those two, so "above the interpolated
     quantile" and "above the lower one" select the same entries. One partial sort
     (``numpy.partition``) instead of ``torch.quantile``'s full sort: 0.5 ms against 36 ms
-    for a 640 x 784 ``G``."""
+    for a 640 x 784 ``G``.
+
+    Zeros are counted, not sorted: ``|G|`` of a layer whose inputs are zero on the whole
+    batch (MNIST's border pixels, dead units) is ~40 % zeros, often where the quantile
+    falls, and a partial sort through that many ties took up to 3 ms; counted, 0.02 ms.
+    Elsewhere the partial sort decides, as before.
+    """
     flat = host(values.detach()).flatten().numpy()
     position = math.floor(q * (flat.size - 1))
+    negative = int(np.count_nonzero(flat < 0))
+    if negative <= position < negative + int(np.count_nonzero(flat == 0)):
+        return 0.0
     return float(np.partition(flat, position)[position])
 
 
