@@ -277,71 +277,68 @@ def test_small_G_is_formed_without_the_bound_and_decides_the_same(make_mlp, monk
     assert decisions[0, scales[1]] == decisions[triggers.SMALL_G, scales[1]] >= 1
 
 
-def test_a_bound_that_rules_nothing_out_is_tried_ever_less_often(make_mlp, monkeypatch):
-    # After a try that rules nothing out the site skips the bound for 1, 2, 4, ... steps;
-    # a try that rules the step out resets that. The decisions are those of the count.
+def bound_trials(make_mlp, monkeypatch):
+    """A site where T_grad tries its bound (``SMALL_G`` 0); ``unit``, the eq. 6 scale at
+    which the threshold equals the bound; and ``evaluate(trigger)``, one evaluation on a
+    fresh recorded step, returning ``(n_neurons, whether the bound was tried)``."""
     monkeypatch.setattr(triggers, "SMALL_G", 0)
     module = make_mlp(n_features=20, hidden=(4, 6), n_outputs=3, trained=0.5)
     site = module.growth_sites()[0]
     X, y = batch(n=64, n_features=20, n_classes=3)
     record = recorded_step(module, X, y)[0]
-    base = eq6_trigger().threshold(record)
-    bound = triggers._sigma_max_bound_without_G(record)
-    low, high = 1e-3 * bound / base, 2.0 * bound / base  # fires; ruled out by the bound
     original = triggers._sigma_max_bound_without_G
-    tries = []
+    unit = original(record) / eq6_trigger().threshold(record)
+    calls = []
 
     def counting(grads):
-        tries.append(len(decisions))  # the step being decided
+        calls.append(1)
         return original(grads)
 
     monkeypatch.setattr(triggers, "_sigma_max_bound_without_G", counting)
+
+    def evaluate(trigger):
+        before = len(calls)
+        context = GrowthContext(module, gradients=recorded_step(module, X, y))
+        return trigger(0, site, context).n_neurons, len(calls) > before
+
+    return unit, evaluate
+
+
+def test_a_bound_that_rules_nothing_out_is_tried_ever_less_often(make_mlp, monkeypatch):
+    # After a try that rules nothing out the site skips the bound for 1, 2, 4, ... steps;
+    # a try that rules the step out resets that. The decisions are those of the count.
+    unit, evaluate = bound_trials(make_mlp, monkeypatch)
+    low, high = 1e-3 * unit, 2.0 * unit  # fires; ruled out by the bound
     trigger = eq6_trigger(scale=low)
     scales = [low] * 5 + [high] * 2 + [low] * 14
-    decisions = []
-    for scale in scales:
+    decisions, tries = [], []
+    for step, scale in enumerate(scales):
         trigger.scale = scale
-        context = GrowthContext(module, gradients=recorded_step(module, X, y))
-        decisions.append(trigger(0, site, context).n_neurons)
+        n_neurons, tried = evaluate(trigger)
+        decisions.append(n_neurons)
+        if tried:
+            tries.append(step)
     # low: tried at 0, skips 1, tried at 2, skips 2; high: tried at 5 (rules out: reset)
     # and 6; low again: tried at 7, skips 1, 2, 4, tried at 9, 12 and 17.
     assert tries == [0, 2, 5, 6, 7, 9, 12, 17]
-    monkeypatch.setattr(triggers, "_sigma_max_bound_without_G", original)
     monkeypatch.setattr(triggers, "SMALL_G", 1 << 40)  # the count alone
-    for scale, decided in zip(scales, decisions):
-        context = GrowthContext(module, gradients=recorded_step(module, X, y))
-        assert eq6_trigger(scale=scale)(0, site, context).n_neurons == decided
+    assert [evaluate(eq6_trigger(scale=scale)) for scale in scales] == [
+        (decided, False) for decided in decisions
+    ]
     assert decisions[5:7] == [0, 0] and min(decisions[:5] + decisions[7:]) >= 1
 
 
 def test_the_bound_skips_no_more_than_the_cap_and_reset_forgets_them(make_mlp, monkeypatch):
-    monkeypatch.setattr(triggers, "SMALL_G", 0)
     monkeypatch.setattr(triggers, "BOUND_MAX_SKIP", 2)
-    module = make_mlp(n_features=20, hidden=(4, 6), n_outputs=3, trained=0.5)
-    site = module.growth_sites()[0]
-    X, y = batch(n=64, n_features=20, n_classes=3)
-    record = recorded_step(module, X, y)[0]
-    scale = 1e-3 * triggers._sigma_max_bound_without_G(record) / eq6_trigger().threshold(record)
-    original = triggers._sigma_max_bound_without_G
-    tries, evaluations = [], []
-
-    def counting(grads):
-        tries.append(len(evaluations))
-        return original(grads)
-
-    monkeypatch.setattr(triggers, "_sigma_max_bound_without_G", counting)
-    trigger = eq6_trigger(scale=scale)
-    for _ in range(12):
-        evaluations.append(
-            trigger(0, site, GrowthContext(module, gradients=recorded_step(module, X, y)))
-        )
+    unit, evaluate = bound_trials(make_mlp, monkeypatch)
+    trigger = eq6_trigger(scale=1e-3 * unit)
+    tries = [step for step in range(12) if evaluate(trigger)[1]]
     # Skips of 1, then 2, 2, ... (the cap), never 4.
     assert tries == [0, 2, 5, 8, 11]
     assert trigger.bound_skips_ == {0: (2, 2)}
     trigger.reset()  # a new fit starts without skips
     assert trigger.bound_skips_ == {}
-    trigger(0, site, GrowthContext(module, gradients=recorded_step(module, X, y)))
-    assert tries[-1] == len(evaluations)
+    assert evaluate(trigger)[1]
 
 
 def test_scale_halves_the_threshold_and_bias_is_part_of_the_fan_in(make_mlp):

@@ -366,11 +366,8 @@ class GradientTrigger(Trigger):
             n_samples, n_out = grads.delta.shape
             fan_in = math.prod(grads.inputs.shape[1:])
             bound_pays = 2 * n_out <= fan_in and n_samples * n_out * fan_in > SMALL_G
-        if bound_pays and self._bound_worth_trying(index):
-            ruled_out = _sigma_max_bound_without_G(grads) <= threshold
-            self._bound_tried(index, ruled_out)
-            if ruled_out:
-                return TriggerDecision(0, float("nan"), threshold)
+        if bound_pays and self._bound_rules_out(index, grads, threshold):
+            return TriggerDecision(0, float("nan"), threshold)
         if self.method == "svd":  # the reference: G's own singular values
             G = grads.G
             n = metrics.count_singular_values_above(G, threshold, self.method)
@@ -406,22 +403,20 @@ class GradientTrigger(Trigger):
         self.bound_skips_ = {}
         return self
 
-    def _bound_worth_trying(self, index):
+    def _bound_rules_out(self, index, grads, threshold):
+        """Whether the bound, if tried at this evaluation of site ``index``, puts
+        ``sigma_max(G)`` at or below ``threshold``; updates the site's skips."""
         skips = self.__dict__.setdefault("bound_skips_", {})  # reset() not called: none
         remaining, length = skips.get(index, (0, 0))
         if remaining > 0:
             skips[index] = (remaining - 1, length)
             return False
-        return True
-
-    def _bound_tried(self, index, ruled_out):
-        skips = self.__dict__.setdefault("bound_skips_", {})
-        if ruled_out:
+        if _sigma_max_bound_without_G(grads) <= threshold:
             skips.pop(index, None)
-            return
-        _, length = skips.get(index, (0, 0))
+            return True
         length = min(max(2 * length, 1), BOUND_MAX_SKIP)
         skips[index] = (length, length)
+        return False
 
 
 #: ``GradientTrigger`` forms ``G`` (rather than first bounding its largest singular value
