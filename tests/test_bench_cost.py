@@ -72,10 +72,10 @@ def test_cost_writes_one_row_per_planned_pair(cost, fake_mnist, monkeypatch, rec
         (d, s, m)
         for d in ("wine", "mnist10k")
         for s in ("north-weight", "north-select")
-        for m in cost.MODES  # every mode by default, in order
+        for m in cost.DEFAULT_MODES  # in order
     ]
     assert list(df[["dataset", "strategy", "mode"]].itertuples(index=False)) == planned
-    per_dataset = 2 * len(cost.MODES)
+    per_dataset = 2 * len(cost.DEFAULT_MODES)
     assert (df["n_train"] == [133] * per_dataset + [240] * per_dataset).all()  # wine's 75 %
     np.testing.assert_allclose(df["time_ratio"], df["fit_s"] / df["static_fit_s"])
     assert (df["neurons"] >= 8).all() and (df["neurons"] <= 16).all()
@@ -102,17 +102,19 @@ def test_cost_modes_reach_the_estimator(cost, tmp_path, monkeypatch, recorder):
     )  # fmt: skip
     cost.run_main("--quick", "--datasets", "mnist10k", "wine", "--data-home", tmp_path / "none",
                   "--strategies", "north-select", "--epochs", 2, "--modes", "exact", "default",
-                  "--out", "m")  # fmt: skip
+                  "interval4", "--out", "m")  # fmt: skip
     df = pd.read_csv(cost.results / "m.csv").set_index("mode")
-    assert df.index.tolist() == ["exact", "default"]
+    assert df.index.tolist() == ["exact", "default", "interval4"]
     assert df.loc["exact", "evaluations"] == df.loc["exact", "steps"] == 2 * math.ceil(133 / 16)
+    assert df.loc["interval4", "evaluations"] == df.loc["interval4", "steps"] // 4
     assert df.loc["default", "evaluations"] < df.loc["default", "steps"] / 2
     assert df.loc["exact", "trigger_interval"] == "1"
     assert df.loc["default", "trigger_interval"] == str(GrowingMLPClassifier().trigger_interval)
     # The default mode passes nothing: every parameter but the script's own is the default.
     grown = [f["params"] for f in recorder.fits if f["params"]["strategy"] == "north-select"]
-    assert grown[-2]["trigger_interval"] == 1 and grown[-2]["activation_source"] == "buffer"
-    assert grown[-1]["trigger_interval"] == GrowingMLPClassifier().trigger_interval
+    assert grown[-3]["trigger_interval"] == 1 and grown[-3]["activation_source"] == "buffer"
+    assert grown[-2]["trigger_interval"] == GrowingMLPClassifier().trigger_interval
+    assert grown[-1]["trigger_interval"] == 4
     text = (cost.results / "m.md").read_text()
     assert "**mnist10k skipped**: MNIST files not found" in text
 
