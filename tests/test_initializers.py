@@ -515,15 +515,24 @@ def test_pre_activation_epsilon_cutoff_keeps_directions_above_epsilon_after_norm
 
 
 @pytest.mark.parametrize("shape", [(5, 12), (12, 5), (7, 7)])
-@pytest.mark.parametrize("rank", [None, 3])
+@pytest.mark.parametrize("rank", [None, 3, "ill-conditioned"])
 def test_row_space_is_the_svds(shape, rank):
     # WeightInit's basis: the span and rank of the SVD's right singular vectors, for wide,
-    # tall and square weights, full rank or not.
-    from sklearn_north.growth.initializers import _row_space
+    # tall and square weights, full rank (certified or, ill-conditioned, not) or not.
+    from sklearn_north.growth.initializers import _certainly_full_rank, _row_space
 
     g = torch.Generator().manual_seed(0)
     W = torch.randn(*shape, generator=g, dtype=torch.float64)
-    if rank is not None:
+    if rank == "ill-conditioned":
+        # Full rank, three singular values 3x matrix_rank's tolerance: too close for the
+        # certificate, which then leaves the rank to the singular values.
+        U, _, Vh = torch.linalg.svd(W, full_matrices=False)
+        s = torch.ones(len(Vh), dtype=torch.float64)
+        s[2:5] = 3 * max(shape) * torch.finfo(torch.float64).eps
+        W = (U * s) @ Vh
+        R = torch.linalg.qr(W if shape[0] > shape[1] else W.T).R
+        assert not _certainly_full_rank(R, shape)
+    elif rank is not None:
         W = torch.randn(shape[0], rank, generator=g, dtype=torch.float64) @ torch.randn(
             rank, shape[1], generator=g, dtype=torch.float64
         )
@@ -532,7 +541,10 @@ def test_row_space_is_the_svds(shape, rank):
     expected = Vh[: int(torch.linalg.matrix_rank(W))]
     assert rows.shape == expected.shape
     torch.testing.assert_close(rows @ rows.T, torch.eye(len(rows), dtype=torch.float64))
-    torch.testing.assert_close(rows.T @ rows, expected.T @ expected)
+    # W's rows lie in the span (a span of the same dimension: the same span).
+    assert torch.linalg.matrix_norm(W - (W @ rows.T) @ rows) < 1e-12 * torch.linalg.matrix_norm(W)
+    if rank != "ill-conditioned":  # there rounding tilts the weakest directions by ~3 %
+        torch.testing.assert_close(rows.T @ rows, expected.T @ expected)
 
 
 @pytest.mark.parametrize("log_condition", [0, 4, 8, 11, 12.5, 14, 17])

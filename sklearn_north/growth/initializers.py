@@ -150,15 +150,17 @@ def _row_space(W):
     M, F = W.shape
     tall = M > F
     Q, R = torch.linalg.qr(W if tall else W.T)  # W = Q R, or W = R^T Q^T
-    if _certainly_full_rank(R, W.shape):
-        rank = min(M, F)
-    else:
-        rank = _numerical_rank(torch.linalg.svdvals(R), W.shape)
-    if rank == min(M, F):
-        return torch.eye(F, dtype=W.dtype, device=W.device) if tall else Q.T
-    if tall:
-        return torch.linalg.svd(R).Vh[:rank]
-    return torch.linalg.svd(R.T).Vh[:rank] @ Q.T
+    full = min(M, F)
+    if not _certainly_full_rank(R, W.shape):
+        # One SVD gives the rank and the basis: uncertified factors are mostly of lower
+        # rank (the zero fan-out columns of the layer before's new neurons; 42 of 311
+        # events of north-weight on MNIST-10k, where singular values then vectors took
+        # 39 + 50 ms).
+        _, s, Vh = torch.linalg.svd(R if tall else R.T)
+        rank = _numerical_rank(s, W.shape)
+        if rank < full:
+            return Vh[:rank] if tall else Vh[:rank] @ Q.T
+    return torch.eye(F, dtype=W.dtype, device=W.device) if tall else Q.T
 
 
 def _certainly_full_rank(R, shape):
