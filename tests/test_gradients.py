@@ -733,6 +733,45 @@ def test_gradmax_and_trigger_on_the_left_factor_match_G_s_svd(make_mlp):
     assert counts[0] == 0 and counts[1] == 1 and max(counts) >= 3, counts
 
 
+def test_the_trigger_counts_on_G_where_its_left_factor_costs_more(make_mlp):
+    # 19 samples against G's 20 x 30: a batch barely narrower than G, whose left factor
+    # (X X^T and delta^T L in float64) costs more than G. The trigger reads G's own
+    # spectrum and never forms the factor; its counts are G's singular values'.
+    from sklearn_north.growth.triggers import _left_factor_pays
+
+    module = make_mlp(n_features=30, hidden=(25, 20), n_outputs=4, trained=0.5)
+    X, y = batch(n=19, n_features=30, n_classes=4, seed=3)
+    context = GrowthContext(module, gradients=recorded_step(module, X, y))
+    site = module.growth_sites()[0]
+    assert not _left_factor_pays(19, 20, 30) and _left_factor_pays(8, 20, 30)
+    s = np.linalg.svd(auxiliary_gradient(module, X, y, 0).double().numpy(), compute_uv=False)
+    counts = []
+    for fraction in (1.01, 0.99, 0.5, 0.2):
+        trigger = GradientTrigger(norms="gradients")
+        trigger.scale = fraction * s[0] / (trigger.threshold(context.gradients(0)) / 0.5)
+        decision = trigger(0, site, context)
+        assert decision.n_neurons == int(np.sum(s > decision.threshold))
+        if decision.n_neurons:
+            assert decision.metric == pytest.approx(s[0], rel=1e-5)
+        counts.append(decision.n_neurons)
+    assert counts[0] == 0 and counts[1] == 1 and counts[-1] >= 3, counts
+    assert context.gradients(0)._left_factor is None
+
+
+def test_left_factor_pays_where_the_batch_is_far_below_G_s_shorter_side():
+    from sklearn_north.growth.triggers import _left_factor_pays
+
+    # Never where the batch is not below G's shorter side (the factor is G itself).
+    assert not any(_left_factor_pays(n, 300, 784) for n in (300, 512, 1000))
+    assert not _left_factor_pays(128, 100, 784)
+    # MNIST's first layer at batch 128 (measured: 1.3 ms against 3.4 with the count),
+    # and at batch 512 with a 719-wide consumer (measured: 14 ms against 4 to form).
+    assert _left_factor_pays(128, 385, 784) and _left_factor_pays(128, 640, 640)
+    assert not _left_factor_pays(512, 719, 784)
+    # Wider G, same batch: the factor pays sooner.
+    assert [_left_factor_pays(256, w, 784) for w in (300, 640)] == [False, True]
+
+
 def test_a_gradmax_fit_grows_the_same_on_the_left_factor_as_on_G(monkeypatch):
     from sklearn_north import GrowingMLPClassifier
     from sklearn_north.growth.gradients import SiteGradients
