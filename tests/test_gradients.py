@@ -721,16 +721,24 @@ def test_gradmax_and_trigger_on_the_left_factor_match_G_s_svd(make_mlp):
     fan_out = torch.cat(new.fan_out).double().numpy()
     cos = np.abs(np.sum(fan_out * U[:, :k], axis=0)) / np.linalg.norm(fan_out, axis=0)
     np.testing.assert_allclose(cos, 1.0, atol=1e-6)
+    counts = _trigger_counts_are_svds(context, site, s, (1.01, 0.99, 0.5, 0.2, 0.05), 1e-6)
+    assert counts[0] == 0 and counts[1] == 1 and max(counts) >= 3, counts
+
+
+def _trigger_counts_are_svds(context, site, s, fractions, rel):
+    """GradientTrigger's decisions on site 0 with its threshold at each fraction of
+    ``s[0]``, ``s`` the singular values of G: the count is theirs above the threshold,
+    the metric ``s[0]`` where it fires. Returns the counts."""
     counts = []
-    for fraction in (1.01, 0.99, 0.5, 0.2, 0.05):
+    for fraction in fractions:
         trigger = GradientTrigger(norms="gradients")
         trigger.scale = fraction * s[0] / (trigger.threshold(context.gradients(0)) / 0.5)
         decision = trigger(0, site, context)
         assert decision.n_neurons == int(np.sum(s > decision.threshold))
         if decision.n_neurons:
-            assert decision.metric == pytest.approx(s[0], rel=1e-6)
+            assert decision.metric == pytest.approx(s[0], rel=rel)
         counts.append(decision.n_neurons)
-    assert counts[0] == 0 and counts[1] == 1 and max(counts) >= 3, counts
+    return counts
 
 
 def test_the_trigger_counts_on_G_where_its_left_factor_costs_more(make_mlp):
@@ -745,15 +753,7 @@ def test_the_trigger_counts_on_G_where_its_left_factor_costs_more(make_mlp):
     site = module.growth_sites()[0]
     assert not _left_factor_pays(19, 20, 30) and _left_factor_pays(8, 20, 30)
     s = np.linalg.svd(auxiliary_gradient(module, X, y, 0).double().numpy(), compute_uv=False)
-    counts = []
-    for fraction in (1.01, 0.99, 0.5, 0.2):
-        trigger = GradientTrigger(norms="gradients")
-        trigger.scale = fraction * s[0] / (trigger.threshold(context.gradients(0)) / 0.5)
-        decision = trigger(0, site, context)
-        assert decision.n_neurons == int(np.sum(s > decision.threshold))
-        if decision.n_neurons:
-            assert decision.metric == pytest.approx(s[0], rel=1e-5)
-        counts.append(decision.n_neurons)
+    counts = _trigger_counts_are_svds(context, site, s, (1.01, 0.99, 0.5, 0.2), 1e-5)
     assert counts[0] == 0 and counts[1] == 1 and counts[-1] >= 3, counts
     assert context.gradients(0)._left_factor is None
 

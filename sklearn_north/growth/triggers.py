@@ -361,11 +361,14 @@ class GradientTrigger(Trigger):
         # first does not even form G (which costs as much as a layer's forward pass), but
         # only pays where the consumers are narrower than the input and G is not so small
         # that forming it costs less than the bound's dozen small operations.
-        bound_pays = False
+        # On a dense site G's singular values come from its left factor (at most a
+        # batch's columns) where that costs less than G itself; a conv site's factor is G.
+        bound_pays = use_G = False
         if grads.delta is not None:  # a dense site (a conv site's G has no such bound here)
             n_samples, n_out = grads.delta.shape
             fan_in = math.prod(grads.inputs.shape[1:])
             bound_pays = 2 * n_out <= fan_in and n_samples * n_out * fan_in > SMALL_G
+            use_G = not _left_factor_pays(n_samples, n_out, fan_in)
         if bound_pays and self._bound_rules_out(index, grads, threshold):
             return TriggerDecision(0, float("nan"), threshold)
         if self.method == "svd":  # the reference: G's own singular values
@@ -375,12 +378,7 @@ class GradientTrigger(Trigger):
                 return TriggerDecision(0, float("nan"), threshold)
             metric = float(torch.linalg.matrix_norm(host(G.detach()).double(), ord=2))
             return TriggerDecision(n, metric, threshold)
-        # C C^T = G G^T: the same singular values, from G's left factor (at most a batch's
-        # columns) where that costs less than G.
-        use_G = False
-        if grads.delta is not None:  # a dense site (a conv site's factor is G)
-            n, n_out = grads.delta.shape
-            use_G = not _left_factor_pays(n, n_out, math.prod(grads.inputs.shape[1:]))
+        # C C^T = G G^T: the same singular values.
         C = grads.G if use_G else grads.left_factor
         # ||C||_F = ||G||_F; the margin covers the float32 rounding of G (or of its norm).
         if float(torch.linalg.vector_norm(C)) * (1 + 1e-5) <= threshold:
